@@ -1,0 +1,2 @@
+//! Signed checkpoints (C2SP signed-note + tlog-checkpoint) and witness cosignatures
+//! (C2SP tlog-cosignature).

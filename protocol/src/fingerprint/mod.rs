@@ -1,0 +1,1 @@
+//! The message fingerprint `mfp1` (see docs/FORMAT.md).
