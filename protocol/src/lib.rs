@@ -7,6 +7,7 @@
 
 pub mod bytes;
 pub mod checkpoint;
+pub mod equivocation;
 pub mod fingerprint;
 pub mod keys;
 pub mod merkle;
