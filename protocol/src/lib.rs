@@ -9,6 +9,7 @@ pub mod bytes;
 pub mod checkpoint;
 pub mod equivocation;
 pub mod fingerprint;
+pub mod genesis;
 pub mod keys;
 pub mod merkle;
 pub mod record;
