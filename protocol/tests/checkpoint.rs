@@ -257,7 +257,7 @@ fn part_of(s: &SignedCheckpoint, offset: usize) -> Part {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

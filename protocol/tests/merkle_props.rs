@@ -42,7 +42,7 @@ fn flip(h: &Hash, bit: usize) -> Hash {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
