@@ -1,1 +1,9 @@
-//! The ringlog node.
+//! The ringlog node: the store, the append pipeline, the HTTP API, replication and the milter.
+//! It feeds real events into the rules of `ringlog-protocol` and carries out what they return.
+
+pub mod check;
+pub mod config;
+pub mod identity;
+pub mod net;
+pub mod store;
+pub mod writer;
