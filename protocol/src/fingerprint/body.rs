@@ -3,7 +3,7 @@
 
 use super::fields::ContentType;
 use super::header::{self, is_delimiter_line, Name};
-use super::lines::find_crlf;
+use super::lines::{find_crlf, find_line_octet};
 use super::{Defect, Defects};
 use crate::bytes::Hash;
 use sha2::{Digest, Sha256};
@@ -243,63 +243,76 @@ fn split_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         if pos >= data.len() {
             return None;
         }
-        let rest = &data[pos..];
-        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        let start = pos;
+        match find_line_octet(data, pos) {
             Some(i) => {
-                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
-                pos += i + skip;
-                Some(&rest[..i])
+                pos =
+                    if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+                Some(&data[start..i])
             }
             None => {
                 pos = data.len();
-                Some(rest)
+                Some(&data[start..])
             }
         }
     })
 }
 
-/// The text rules: MTA-broken long lines joined (when `join`), trailing SP/HTAB stripped,
-/// trailing empty lines dropped, every line ended by CRLF.
-pub(crate) fn canonical_text(data: &[u8], join: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 2);
-    let mut empties = 0usize;
-    let mut emit = |line: &[u8], out: &mut Vec<u8>| {
+/// Appends lines to a canonical text: trailing SP/HTAB stripped, trailing empty lines held
+/// back until a non-empty line follows.
+struct TextOut {
+    out: Vec<u8>,
+    empties: usize,
+}
+
+impl TextOut {
+    fn emit(&mut self, line: &[u8]) {
         let mut l = line;
         while let [rest @ .., b' ' | b'\t'] = l {
             l = rest;
         }
         if l.is_empty() {
-            empties += 1;
-        } else {
-            for _ in 0..empties {
-                out.extend_from_slice(b"\r\n");
+            self.empties += 1;
+            return;
+        }
+        for _ in 0..self.empties {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.empties = 0;
+        self.out.extend_from_slice(l);
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The text rules: MTA-broken long lines joined (when `join`), trailing SP/HTAB stripped,
+/// trailing empty lines dropped, every line ended by CRLF.
+pub(crate) fn canonical_text(data: &[u8], join: bool) -> Vec<u8> {
+    let mut t = TextOut { out: Vec::with_capacity(data.len() + 2), empties: 0 };
+    let mut lines = split_lines(data).peekable();
+    // A joined line under construction (only when an MTA break was found).
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(seg) = lines.next() {
+        let mut last = seg;
+        let mut is_joined = false;
+        while join && last.len() >= BROKEN_LINE_MIN {
+            let Some(next) = lines.next_if(|n| n.first() == Some(&b' ')) else {
+                break;
+            };
+            if !is_joined {
+                joined.clear();
+                joined.extend_from_slice(seg);
+                is_joined = true;
             }
-            empties = 0;
-            out.extend_from_slice(l);
-            out.extend_from_slice(b"\r\n");
+            joined.extend_from_slice(&next[1..]);
+            last = next;
         }
-    };
-    let mut cur: Vec<u8> = Vec::new();
-    let mut have = false;
-    let mut last_len = 0usize;
-    for seg in split_lines(data) {
-        if join && have && last_len >= BROKEN_LINE_MIN && seg.first() == Some(&b' ') {
-            cur.extend_from_slice(&seg[1..]);
-            last_len = seg.len();
-            continue;
+        if is_joined {
+            t.emit(&joined);
+        } else {
+            t.emit(seg);
         }
-        if have {
-            emit(&cur, &mut out);
-        }
-        cur.clear();
-        cur.extend_from_slice(seg);
-        have = true;
-        last_len = seg.len();
     }
-    if have {
-        emit(&cur, &mut out);
-    }
-    out
+    t.out
 }
 
 /// Base64 that ignores every octet outside the alphabet (padding included); a final group
