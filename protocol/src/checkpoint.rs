@@ -176,6 +176,28 @@ pub enum CosignatureError {
     BadSignature,
 }
 
+/// Why a newer checkpoint does not extend an older one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConsistencyError {
+    /// The checkpoints are of different logs.
+    #[error("checkpoints have different origins")]
+    OriginMismatch,
+    /// The newer checkpoint is smaller.
+    #[error("tree shrank from {old} to {new} leaves")]
+    Shrunk {
+        /// Older size.
+        old: u64,
+        /// Newer size.
+        new: u64,
+    },
+    /// The older checkpoint is of the empty tree but its root is not the empty root.
+    #[error("empty tree with a root other than sha-256 of nothing")]
+    BadEmptyRoot,
+    /// The consistency proof does not verify.
+    #[error("consistency proof: {0}")]
+    Proof(#[from] crate::merkle::VerifyError),
+}
+
 /// A key name per signed-note: non-empty, no Unicode space, no plus sign, no control
 /// character.
 fn valid_key_name(name: &str) -> bool {
@@ -233,6 +255,35 @@ impl Checkpoint {
                 sig: sig.0.to_vec(),
             }],
         })
+    }
+}
+
+impl Checkpoint {
+    /// Checks that `newer` extends this checkpoint's tree, with a consistency proof from this
+    /// size to the newer size (what a witness does before cosigning). Signatures are not
+    /// looked at. Every tree extends the empty tree, so from size 0 the proof must be empty.
+    pub fn verify_extension(
+        &self,
+        newer: &Checkpoint,
+        proof: &[Hash],
+    ) -> Result<(), ConsistencyError> {
+        if self.origin != newer.origin {
+            return Err(ConsistencyError::OriginMismatch);
+        }
+        if newer.size < self.size {
+            return Err(ConsistencyError::Shrunk { old: self.size, new: newer.size });
+        }
+        if self.size == 0 {
+            if self.root != crate::merkle::empty_root() {
+                return Err(ConsistencyError::BadEmptyRoot);
+            }
+            if !proof.is_empty() {
+                return Err(crate::merkle::VerifyError::WrongLength(proof.len()).into());
+            }
+            return Ok(());
+        }
+        crate::merkle::verify_consistency(self.size, newer.size, &self.root, &newer.root, proof)?;
+        Ok(())
     }
 }
 

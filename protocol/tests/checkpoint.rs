@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use ringlog_protocol::checkpoint::{
-    Checkpoint, Cosignature, NoteError, NoteSignature, SignatureError, SignedCheckpoint,
-    MAX_NOTE_BYTES, MAX_SIGNATURES,
+    Checkpoint, ConsistencyError, Cosignature, NoteError, NoteSignature, SignatureError,
+    SignedCheckpoint, MAX_NOTE_BYTES, MAX_SIGNATURES,
 };
 use ringlog_protocol::equivocation::{EquivocationError, EquivocationProof, IncludedEntry, Kind};
 use ringlog_protocol::keys::ALG_ED25519;
@@ -334,6 +334,32 @@ proptest! {
             let _ = s.count_cosignatures(&witnesses());
         }
     }
+}
+
+#[test]
+fn extension_between_checkpoints() {
+    let leaves: Vec<Hash> = (0..9).map(|i| leaf_hash(&[i])).collect();
+    let t = MemoryTree::from_leaf_hashes(leaves);
+    let at = |n: u64| checkpoint(n, root(&t, n).unwrap());
+    let p = consistency_proof(&t, 3, 9).unwrap();
+    assert_eq!(at(3).verify_extension(&at(9), &p), Ok(()));
+    assert!(at(3).verify_extension(&at(8), &p).is_err());
+    assert!(at(3).verify_extension(&checkpoint(9, Hash([0; 32])), &p).is_err());
+    assert_eq!(at(9).verify_extension(&at(9), &[]), Ok(()));
+    assert_eq!(
+        at(9).verify_extension(&at(3), &p),
+        Err(ConsistencyError::Shrunk { old: 9, new: 3 })
+    );
+    let mut other = at(9);
+    other.origin = "isp-z.example".into();
+    assert_eq!(at(3).verify_extension(&other, &p), Err(ConsistencyError::OriginMismatch));
+    // From the empty tree: only the true empty root, and no proof.
+    assert_eq!(at(0).verify_extension(&at(9), &[]), Ok(()));
+    assert!(at(0).verify_extension(&at(9), &p).is_err());
+    assert_eq!(
+        checkpoint(0, Hash([1; 32])).verify_extension(&at(9), &[]),
+        Err(ConsistencyError::BadEmptyRoot)
+    );
 }
 
 fn entry(index: u64, abuse: &str) -> Vec<u8> {
