@@ -1,0 +1,204 @@
+//! Runs the storage conformance suite against both stores, plus checks only a disk store has:
+//! data survives closing, a second open of a busy directory fails cleanly.
+#![allow(clippy::unwrap_used)] // tests: a failed call is a failed test
+
+use ringlog_node::store::conformance::{self, hop_entry, log_key, Harness, Hop};
+use ringlog_node::store::{Error, MemoryStore, SledStore, Store};
+use tempfile::TempDir;
+
+struct Sled {
+    dir: TempDir,
+    store: Option<SledStore>,
+}
+
+impl Sled {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(SledStore::open(dir.path()).unwrap());
+        Self { dir, store }
+    }
+}
+
+impl Harness for Sled {
+    type Store = SledStore;
+
+    fn store(&self) -> &SledStore {
+        self.store.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        // Close first: sled locks its directory.
+        self.store = None;
+        self.store = Some(SledStore::open(self.dir.path()).unwrap());
+    }
+}
+
+struct Memory(MemoryStore);
+
+impl Harness for Memory {
+    type Store = MemoryStore;
+
+    fn store(&self) -> &MemoryStore {
+        &self.0
+    }
+
+    fn reopen(&mut self) {
+        self.0 = self.0.clone();
+    }
+}
+
+fn memory() -> Memory {
+    Memory(MemoryStore::new())
+}
+
+macro_rules! suite {
+    ($backend:ident, $new:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn empty() {
+                conformance::empty(&mut $new);
+            }
+            #[test]
+            fn append_and_read() {
+                conformance::append_and_read(&mut $new);
+            }
+            #[test]
+            fn refuses_bad_appends() {
+                conformance::refuses_bad_appends(&mut $new);
+            }
+            #[test]
+            fn merkle_nodes() {
+                conformance::merkle_nodes(&mut $new);
+            }
+            #[test]
+            fn checkpoints() {
+                conformance::checkpoints(&mut $new);
+            }
+            #[test]
+            fn search() {
+                conformance::search(&mut $new);
+            }
+            #[test]
+            fn search_limit() {
+                conformance::search_limit(&mut $new);
+            }
+            #[test]
+            fn meta() {
+                conformance::meta(&mut $new);
+            }
+            #[test]
+            fn concurrent_appends() {
+                conformance::concurrent_appends(&mut $new);
+            }
+            #[test]
+            fn model_seed_1() {
+                conformance::model(&mut $new, 1, 300);
+            }
+            #[test]
+            fn model_seed_2() {
+                conformance::model(&mut $new, 2, 300);
+            }
+        }
+    };
+}
+
+suite!(sled, Sled::new());
+suite!(memory, memory());
+
+/// The whole suite in one go, as a new backend would call it.
+#[test]
+fn run_all_memory() {
+    conformance::run_all(memory);
+}
+
+/// A directory held by an open store cannot be opened a second time; the error says so.
+#[test]
+fn sled_refuses_second_open() {
+    let h = Sled::new();
+    match SledStore::open(h.dir.path()) {
+        Err(Error::Sled(msg)) => assert!(!msg.is_empty()),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("second open succeeded"),
+    }
+}
+
+/// A directory that is not a sled database is refused, not overwritten.
+#[test]
+fn sled_refuses_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), b"not a database at all, just some bytes").unwrap();
+    std::fs::write(dir.path().join("conf"), b"garbage").unwrap();
+    assert!(SledStore::open(dir.path()).is_err());
+}
+
+/// A store that was written, dropped without an explicit flush, and reopened has every
+/// acknowledged append.
+#[test]
+fn sled_acknowledged_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = log_key(1);
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        for i in 0..20 {
+            let spec = Hop { mfp: i, body: i, parts: vec![], queue: format!("q{i}") };
+            s.append(&k.public(), &[hop_entry(&k, i, &spec)]).unwrap();
+        }
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.size(&k.public()).unwrap(), 20);
+}
+
+/// A writer killed mid-stream (abort: no destructors, no final flush) loses no acknowledged
+/// append and never half an append: the store reopens with whole batches only.
+#[test]
+fn sled_survives_abort() {
+    const VAR: &str = "RINGLOG_STORE_ABORT_DIR";
+    const BATCH: u64 = 16;
+    let k = log_key(1);
+    if let Some(dir) = std::env::var_os(VAR) {
+        // The child: append until the main thread aborts the process.
+        let s = SledStore::open(std::path::Path::new(&dir)).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for b in 0.. {
+                    let es: Vec<_> = (b * BATCH..(b + 1) * BATCH)
+                        .map(|i| conformance::realistic_hop(&k, i, i))
+                        .collect();
+                    let size = s.append(&k.public(), &es).unwrap();
+                    println!("acked {size}");
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::process::abort();
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sled_survives_abort", "--nocapture", "--test-threads=1"])
+        .env(VAR, dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child must have been aborted");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let acked: u64 = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(acked > 0, "the child acknowledged nothing: {stdout}");
+    let s = SledStore::open(dir.path()).unwrap();
+    let size = s.size(&k.public()).unwrap();
+    assert!(size >= acked, "acknowledged {acked} but only {size} survived");
+    assert!(size.is_multiple_of(BATCH), "half a batch survived: size {size}");
+    let entries = s.entries(&k.public(), 0, size).unwrap();
+    assert_eq!(entries.len() as u64, size);
+    let nodes = ringlog_node::store::LogNodes::new(&s, k.public());
+    let root = ringlog_protocol::merkle::root(&nodes, size).unwrap();
+    let leaves = entries.iter().map(|e| ringlog_protocol::merkle::leaf_hash(e));
+    assert_eq!(root, ringlog_protocol::merkle::MemoryTree::from_leaf_hashes(leaves).root());
+    let next = conformance::realistic_hop(&k, size, size);
+    assert_eq!(s.append(&k.public(), &[next]).unwrap(), size + 1);
+}
