@@ -234,7 +234,9 @@ pub struct NetStats {
     pub rejected_gossip: u64,
     /// Inbound connections refused by the allow-list.
     pub refused_inbound: u64,
-    /// Outbound connections refused by the allow-list.
+    /// Outbound connections refused by the allow-list after the handshake, and redials this
+    /// layer started that the allow-list refused. (The dial behind a request to a non-member is
+    /// refused before it starts and is reported only as [`NetError::Unreachable`].)
     pub refused_outbound: u64,
 }
 

@@ -476,6 +476,9 @@ impl Task {
                     }
                 }
                 Err(e) => {
+                    if matches!(e, DialError::Denied { .. }) {
+                        Counters::bump(&self.counters.refused_outbound);
+                    }
                     tracing::debug!(%peer, error = %e, "cannot dial member");
                     self.schedule_redial(peer, true);
                 }
