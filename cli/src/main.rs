@@ -1,2 +1,90 @@
-//! The ringlog binary.
-fn main() {}
+//! The `ringlog` binary: thin clap commands over the node API, or over `ringlog-protocol`
+//! directly for offline work.
+
+mod admin;
+mod query;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// ringlog: accountable mail. Signed hop records in replicated Merkle logs.
+#[derive(Parser)]
+#[command(name = "ringlog", version, about, propagate_version = true)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create keys, a config and a one-member genesis for a standalone node.
+    Init(admin::InitArgs),
+    /// Build a ring's genesis from the directories of its founding members.
+    Genesis(admin::GenesisArgs),
+    /// Run or check a node.
+    #[command(subcommand)]
+    Node(admin::NodeCmd),
+    /// Fingerprint messages (mfp1, mfp1-lite, body, parts, defects).
+    Fingerprint(query::FingerprintArgs),
+    /// Append a hop record to the local node's log.
+    Append(query::AppendArgs),
+    /// List the logs a node holds.
+    Logs(query::NodeArgs),
+    /// Show a log's latest signed checkpoint.
+    Checkpoint(query::LogArgs),
+    /// Show entries of a log.
+    Entries(query::EntriesArgs),
+    /// Inclusion or consistency proofs.
+    #[command(subcommand)]
+    Proof(query::ProofCmd),
+    /// Find hop records by fingerprint, body, part or queue id.
+    Search(query::SearchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringlog: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Init(a) => admin::init(a),
+            Cmd::Genesis(a) => admin::genesis(a),
+            Cmd::Node(c) => admin::node(c).await,
+            Cmd::Fingerprint(a) => query::fingerprint(a),
+            Cmd::Append(a) => query::append(a).await,
+            Cmd::Logs(a) => query::logs(a).await,
+            Cmd::Checkpoint(a) => query::checkpoint(a).await,
+            Cmd::Entries(a) => query::entries(a).await,
+            Cmd::Proof(c) => query::proof(c).await,
+            Cmd::Search(a) => query::search(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringlog: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RINGLOG_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,sled=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}

@@ -1,0 +1,405 @@
+//! The append pipeline of the node's own log: one task owns the log's right edge; requests are
+//! batched (group commit): sign, sequence, write and flush, then acknowledge. It signs a
+//! checkpoint at least once per interval while the log grows, and only after recomputing the
+//! new root from the stored entries and checking it extends the previous checkpoint.
+
+use crate::check::{check_log, Options};
+use crate::store::{LogNodes, Store};
+use ringlog_protocol::checkpoint::{Checkpoint, SignedCheckpoint};
+use ringlog_protocol::merkle::{self, Frontier};
+use ringlog_protocol::record::{Body, Entry, SignedEntry};
+use ringlog_protocol::{LogId, SecretKey};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Why an append was not acknowledged. Nothing was stored in any of these cases.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AppendError {
+    /// The queue is full: the caller should retry later.
+    #[error("node overloaded: append queue is full")]
+    Overloaded,
+    /// The record is not acceptable.
+    #[error("invalid record: {0}")]
+    Invalid(String),
+    /// The log failed a check; the node refuses to write or sign until an operator repairs it.
+    #[error("log is faulted: {0}")]
+    Faulted(String),
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Closed,
+}
+
+/// What the writer tells the rest of the node.
+#[derive(Clone, Debug)]
+pub enum LogEvent {
+    /// Entries were made durable: `(first index, encoded entries)`.
+    Appended(u64, Arc<Vec<Vec<u8>>>),
+    /// A checkpoint was signed and stored.
+    Checkpoint(Arc<SignedCheckpoint>),
+}
+
+enum Request {
+    Append(Vec<Body>, oneshot::Sender<Result<Vec<u64>, AppendError>>),
+    Checkpoint(oneshot::Sender<Result<Option<SignedCheckpoint>, AppendError>>),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Entries appended since start.
+    pub appended: AtomicU64,
+    /// Group commits since start.
+    pub batches: AtomicU64,
+    /// Checkpoints signed since start.
+    pub checkpoints: AtomicU64,
+    /// Appends refused because the queue was full.
+    pub overloaded: AtomicU64,
+    /// Current log size.
+    pub size: AtomicU64,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    events: broadcast::Sender<LogEvent>,
+    /// This log's id.
+    pub log: LogId,
+}
+
+/// Settings of the writer.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Checkpoint origin (and signature key name).
+    pub origin: String,
+    /// Checkpoint interval while the log grows.
+    pub checkpoint_interval: Duration,
+    /// Most entries per group commit.
+    pub max_batch: usize,
+    /// Queue capacity in requests.
+    pub queue: usize,
+}
+
+struct State {
+    store: Arc<dyn Store>,
+    key: SecretKey,
+    log: LogId,
+    cfg: WriterConfig,
+    frontier: Frontier,
+    last_cp: Option<Checkpoint>,
+    checked_to: u64,
+    faulted: Option<String>,
+    stats: Arc<Stats>,
+    events: broadcast::Sender<LogEvent>,
+}
+
+impl Writer {
+    /// Starts the writer of `key`'s log over `store`. Checks the stored log first (hashes and
+    /// checkpoints, not signatures); a log that fails is opened read-only (faulted).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        key: SecretKey,
+        cfg: WriterConfig,
+    ) -> Result<Writer, AppendError> {
+        let log = key.public();
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let (events, _) = broadcast::channel(1024);
+        let stats = Arc::new(Stats::default());
+        let st = store.clone();
+        let (frontier, last_cp, faulted) = tokio::task::spawn_blocking(move || {
+            let report = check_log(
+                &*st,
+                &log,
+                Options { signatures: false, from: 0, max_problems: 5 },
+                &mut |_| {},
+            );
+            let faulted = report.problems.first().map(|p| {
+                tracing::error!(problems = ?report.problems, "own log failed its check; refusing to write");
+                format!("{} {}: {}", p.object, p.at, p.what)
+            });
+            let size = st.size(&log).map_err(|e| AppendError::Store(e.to_string()))?;
+            let frontier = Frontier::from_source(&LogNodes::new(&*st, log), size)
+                .map_err(|e| AppendError::Store(e.to_string()))?;
+            let last_cp = st
+                .latest_checkpoint(&log)
+                .map_err(|e| AppendError::Store(e.to_string()))?
+                .and_then(|(_, note)| SignedCheckpoint::parse(&note).ok())
+                .map(|c| c.checkpoint().clone());
+            Ok::<_, AppendError>((frontier, last_cp, faulted))
+        })
+        .await
+        .map_err(|e| AppendError::Store(e.to_string()))??;
+        stats.size.store(frontier.size(), Ordering::Relaxed);
+        let checked_to = frontier.size();
+        let state = State {
+            store,
+            key,
+            log,
+            cfg,
+            frontier,
+            last_cp,
+            checked_to,
+            faulted,
+            stats: stats.clone(),
+            events: events.clone(),
+        };
+        tokio::spawn(run(state, rx));
+        Ok(Writer { tx, stats, events, log })
+    }
+
+    /// Appends entries (one group); resolves with their indexes once they are durable.
+    pub async fn append(&self, bodies: Vec<Body>) -> Result<Vec<u64>, AppendError> {
+        for b in &bodies {
+            b.validate().map_err(|e| AppendError::Invalid(e.to_string()))?;
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Request::Append(bodies, reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::Overloaded);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AppendError::Closed),
+        }
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Signs a checkpoint now if the log grew since the last one (used on shutdown).
+    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Checkpoint(reply)).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Subscribes to appended entries and new checkpoints.
+    pub fn subscribe(&self) -> broadcast::Receiver<LogEvent> {
+        self.events.subscribe()
+    }
+}
+
+async fn run(mut st: State, mut rx: mpsc::Receiver<Request>) {
+    let mut tick = tokio::time::interval(st.cfg.checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cp_at = Instant::now();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            _ = tick.tick() => {
+                let _ = st.checkpoint().await;
+                last_cp_at = Instant::now();
+                continue;
+            }
+        };
+        // Gather a group: the first request and whatever else is already waiting.
+        let mut appends = Vec::new();
+        let mut n = 0usize;
+        let mut pending = Some(first);
+        loop {
+            match pending.take() {
+                Some(Request::Append(b, r)) => {
+                    n += b.len();
+                    appends.push((b, r));
+                }
+                Some(Request::Checkpoint(r)) => {
+                    let _ = r.send(st.checkpoint().await);
+                    last_cp_at = Instant::now();
+                }
+                None => {}
+            }
+            if n >= st.cfg.max_batch {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(r) => pending = Some(r),
+                Err(_) => break,
+            }
+        }
+        if !appends.is_empty() {
+            st.commit(appends).await;
+        }
+        if last_cp_at.elapsed() >= st.cfg.checkpoint_interval {
+            let _ = st.checkpoint().await;
+            last_cp_at = Instant::now();
+        }
+    }
+    // Channel closed: the node is stopping. Leave a final checkpoint behind.
+    let _ = st.checkpoint().await;
+}
+
+type Reply = oneshot::Sender<Result<Vec<u64>, AppendError>>;
+
+impl State {
+    async fn commit(&mut self, appends: Vec<(Vec<Body>, Reply)>) {
+        if let Some(f) = &self.faulted {
+            for (_, r) in appends {
+                let _ = r.send(Err(AppendError::Faulted(f.clone())));
+            }
+            return;
+        }
+        let start = self.frontier.size();
+        let mut entries = Vec::new();
+        let mut spans = Vec::new();
+        for (bodies, reply) in appends {
+            let first = start + entries.len() as u64;
+            let count = bodies.len();
+            for (i, body) in bodies.into_iter().enumerate() {
+                entries.push(Entry { log: self.log, index: first + i as u64, body });
+            }
+            spans.push((first, count, reply));
+        }
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let log = self.log;
+        let result = tokio::task::spawn_blocking(move || {
+            let signed = sign_all(entries, &key)?;
+            let encoded: Vec<Vec<u8>> = signed.iter().map(SignedEntry::encode).collect();
+            store.append(&log, &signed).map_err(|e| AppendError::Store(e.to_string()))?;
+            Ok::<_, AppendError>(encoded)
+        })
+        .await
+        .unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        match result {
+            Ok(encoded) => {
+                let mut out = Vec::new();
+                for bytes in encoded.iter() {
+                    out.clear();
+                    self.frontier.push(merkle::leaf_hash(bytes), &mut out);
+                }
+                let n = encoded.len() as u64;
+                self.stats.appended.fetch_add(n, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.size.store(self.frontier.size(), Ordering::Relaxed);
+                for (first, count, reply) in spans {
+                    let _ = reply.send(Ok((first..first + count as u64).collect()));
+                }
+                let _ = self.events.send(LogEvent::Appended(start, Arc::new(encoded)));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed; nothing acknowledged");
+                // The store may or may not hold the batch; re-read the edge before going on.
+                self.resync().await;
+                for (_, _, reply) in spans {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn resync(&mut self) {
+        let store = self.store.clone();
+        let log = self.log;
+        let r = tokio::task::spawn_blocking(move || {
+            let size = store.size(&log).map_err(|e| e.to_string())?;
+            Frontier::from_source(&LogNodes::new(&*store, log), size).map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(f)) => self.frontier = f,
+            Ok(Err(e)) => self.faulted = Some(format!("cannot re-read log edge: {e}")),
+            Err(e) => self.faulted = Some(format!("cannot re-read log edge: {e}")),
+        }
+    }
+
+    /// Signs a checkpoint over the current size if it grew; never over a root it cannot back.
+    async fn checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, AppendError> {
+        if let Some(f) = &self.faulted {
+            return Err(AppendError::Faulted(f.clone()));
+        }
+        let size = self.frontier.size();
+        let prev_size = self.last_cp.as_ref().map_or(0, |c| c.size);
+        if size == prev_size && self.last_cp.is_some() {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let log = self.log;
+        let from = self.checked_to.min(prev_size);
+        let expected_root = self.frontier.root();
+        let prev = self.last_cp.clone();
+        let key = self.key.clone();
+        let origin = self.cfg.origin.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<SignedCheckpoint, AppendError> {
+            // 1. The entries since the last check hash to the stored tree and to our edge.
+            let report = check_log(
+                &*store,
+                &log,
+                Options { signatures: false, from, max_problems: 5 },
+                &mut |_| {},
+            );
+            if let Some(p) = report.problems.first() {
+                return Err(AppendError::Faulted(format!("{} {}: {}", p.object, p.at, p.what)));
+            }
+            let nodes = LogNodes::new(&*store, log);
+            let root = merkle::root(&nodes, size).map_err(|e| AppendError::Store(e.to_string()))?;
+            if root != expected_root {
+                return Err(AppendError::Faulted("stored root differs from the writer's".into()));
+            }
+            // 2. It extends the previous checkpoint.
+            // (Every tree extends the empty one; RFC 9162 has no proof from size 0.)
+            if let Some(prev) = prev.as_ref().filter(|p| p.size > 0) {
+                let proof = merkle::consistency_proof(&nodes, prev.size, size)
+                    .map_err(|e| AppendError::Store(e.to_string()))?;
+                merkle::verify_consistency(prev.size, size, &prev.root, &root, &proof).map_err(
+                    |e| {
+                        AppendError::Faulted(format!(
+                            "new root does not extend checkpoint {}: {e}",
+                            prev.size
+                        ))
+                    },
+                )?;
+            }
+            let cp = Checkpoint { origin: origin.clone(), size, root };
+            let signed = cp.sign(&key, &origin).map_err(|e| AppendError::Invalid(e.to_string()))?;
+            store
+                .put_checkpoint(&log, size, &signed.to_text())
+                .map_err(|e| AppendError::Store(e.to_string()))?;
+            Ok(signed)
+        })
+        .await
+        .unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        match r {
+            Ok(signed) => {
+                self.checked_to = size;
+                self.last_cp = Some(signed.checkpoint().clone());
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                let _ = self.events.send(LogEvent::Checkpoint(Arc::new(signed.clone())));
+                Ok(Some(signed))
+            }
+            Err(e) => {
+                if let AppendError::Faulted(f) = &e {
+                    tracing::error!(reason = %f, "refusing to sign a checkpoint");
+                    self.faulted = Some(f.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Signs entries, on two threads when there are many.
+fn sign_all(entries: Vec<Entry>, key: &SecretKey) -> Result<Vec<SignedEntry>, AppendError> {
+    let sign = |chunk: Vec<Entry>| -> Result<Vec<SignedEntry>, AppendError> {
+        chunk
+            .into_iter()
+            .map(|e| e.sign(key).map_err(|e| AppendError::Invalid(e.to_string())))
+            .collect()
+    };
+    if entries.len() < 256 {
+        return sign(entries);
+    }
+    let mut entries = entries;
+    let tail = entries.split_off(entries.len() / 2);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| sign(tail));
+        let mut head = sign(entries)?;
+        let tail = h.join().map_err(|_| AppendError::Invalid("signing thread failed".into()))??;
+        head.extend(tail);
+        Ok(head)
+    })
+}
