@@ -1,0 +1,47 @@
+//! Smoke tests of the binary's offline commands (these also make cargo build the binary that
+//! the end-to-end tests in `tests/` run).
+#![allow(clippy::unwrap_used)] // tests
+
+use std::process::Command;
+
+fn ringlog(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringlog")).args(args).output().unwrap()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = ringlog(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["init", "node", "append", "fingerprint", "search"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+}
+
+#[test]
+fn fingerprint_json_is_stable_across_line_endings() {
+    let dir = tempfile::tempdir().unwrap();
+    let lf = "From: a@example.org\nTo: b@example.net\nSubject: hi\n\nbody line\n";
+    let crlf = lf.replace('\n', "\r\n");
+    std::fs::write(dir.path().join("a.eml"), lf).unwrap();
+    std::fs::write(dir.path().join("b.eml"), crlf).unwrap();
+    let out = ringlog(&["fingerprint", "--json", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for k in ["file", "mfp1", "mfp1_lite", "body", "leaves", "defects"] {
+        assert!(lines[0].get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(lines[0]["mfp1"], lines[1]["mfp1"]);
+    assert_eq!(lines[0]["mfp1"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn missing_file_fails_with_a_reason() {
+    let out = ringlog(&["fingerprint", "/nonexistent/x.eml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x.eml"));
+}
