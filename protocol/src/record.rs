@@ -215,6 +215,9 @@ pub struct Expulsion {
 pub struct Reinstatement {
     /// The reinstated member.
     pub member: String,
+    /// The member's entries at or past this index of its log are accepted again; those from the
+    /// expulsion's `from_index` up to here stay refused. At least the expulsion's `from_index`.
+    pub from_index: u64,
     /// Human-readable reason.
     pub reason: String,
     /// Quorum signatures (backbone members only).
