@@ -165,9 +165,13 @@ pub fn check_log<S: Store + ?Sized>(
                     ),
                     Ok(Some(_)) => problem(
                         &mut report,
-                        "node",
-                        *idx,
-                        format!("level {level} hash does not match the entries"),
+                        "entry",
+                        idx << level,
+                        format!(
+                            "entries {}..{} do not match the stored tree (level {level} node {idx})",
+                            idx << level,
+                            (idx + 1) << level
+                        ),
                     ),
                     Ok(None) => {
                         problem(&mut report, "node", *idx, format!("level {level} missing"))
