@@ -168,7 +168,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every checkpoint of `log`, by ascending size.
     fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, String)>, Error>;
     /// Positions of the hop records with this index key: by log in the order the store first
-    /// saw the logs, then by index; at most [`SEARCH_LIMIT`].
+    /// saw the logs, then by index; at most [`SEARCH_LIMIT`]. A disk store keys its index on an
+    /// 8-byte digest and checks hits against the entries: if a writer crafted many values that
+    /// share that digest with `key`, it may return fewer results than exist.
     fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error>;
     /// A value of the node's own state.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;

@@ -29,6 +29,8 @@ use std::sync::{Mutex, RwLock};
 
 /// Version of the key layout above; a store with another version is refused.
 const FORMAT_VERSION: u32 = 1;
+/// Most index keys one search reads (see [`Store::search`] on digest collisions).
+const SEARCH_SCAN_LIMIT: usize = 4 * SEARCH_LIMIT;
 /// sled's page cache: enough for the hot right edge of every log and the index.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -115,6 +117,28 @@ impl NodeSource for Nodes<'_> {
     }
 }
 
+/// Opens the database, waiting a little for its file lock: sled releases the lock from a
+/// background thread after the last handle is dropped, so a reopen in the same process can
+/// race it. A lock held by another process still fails, after about a second.
+fn open_db(path: &Path) -> Result<::sled::Db, Error> {
+    let mut tries = 0;
+    loop {
+        let opened = ::sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .mode(::sled::Mode::LowSpace)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in directory `path` and checks every log's size, last entry
     /// and right edge of the tree; a store that fails the check is refused with
@@ -123,12 +147,7 @@ impl SledStore {
         // sled silently starts afresh on a data file it cannot recover: remember whether there
         // was one, so that an existing store never comes back empty.
         let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
-        let db = ::sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .mode(::sled::Mode::LowSpace)
-            .open()
-            .map_err(db_err)?;
+        let db = open_db(path)?;
         match db.get(b"V").map_err(db_err)? {
             None => {
                 if existed || db.iter().next().is_some() {
@@ -407,7 +426,9 @@ impl Store for SledStore {
     fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error> {
         let prefix = prefix_i(key);
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
+        // A hostile writer can fill a log with values that share a digest with another value
+        // but differ after it: bound the hits checked, not just the ones returned.
+        for kv in self.db.scan_prefix(&prefix).take(SEARCH_SCAN_LIMIT) {
             if out.len() >= SEARCH_LIMIT {
                 break;
             }
@@ -460,4 +481,27 @@ impl Store for SledStore {
 
 fn note_text(v: &[u8]) -> Result<String, Error> {
     String::from_utf8(v.to_vec()).map_err(|_| Error::Corrupt("checkpoint note is not utf-8".into()))
+}
+
+impl SledStore {
+    /// Fault injection for the tests of `ringlog node check` and `ringlog audit`: flips bit
+    /// `bit` (modulo the length) of a stored entry in place, bypassing every check. The node
+    /// itself never calls this.
+    pub fn danger_flip_entry_bit(&self, log: &LogId, index: u64, bit: usize) -> Result<(), Error> {
+        let n = self.num(log)?.ok_or_else(|| Error::Corrupt("no such log".into()))?;
+        let key = key_e(n, index);
+        let mut v = self
+            .db
+            .get(&key)
+            .map_err(db_err)?
+            .ok_or_else(|| Error::Corrupt("no such entry".into()))?
+            .to_vec();
+        let i = (bit / 8) % v.len().max(1);
+        if let Some(b) = v.get_mut(i) {
+            *b ^= 1 << (bit % 8);
+        }
+        self.db.insert(key, v).map_err(db_err)?;
+        self.db.flush().map_err(db_err)?;
+        Ok(())
+    }
 }
