@@ -13,6 +13,7 @@ pub mod genesis;
 pub mod keys;
 pub mod merkle;
 pub mod record;
+pub mod replication;
 pub mod roster;
 
 pub use bytes::{sha256, Hash, Sig};
