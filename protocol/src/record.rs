@@ -173,7 +173,8 @@ pub struct Peering {
     pub partner: String,
     /// `true` to end an agreement.
     pub end: bool,
-    /// The partner's log-key signature over [`Peering::statement`].
+    /// The partner's log-key signature over [`crate::roster::peering_statement`]
+    /// ([`Peering::statement`] plus the pair's change number).
     pub countersig: Sig,
 }
 

@@ -20,8 +20,8 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// How many decisions ahead of a backbone member's current one a quorum may be signed for and
-/// still wait in [`Roster::fold`] for its turn (rather than being refused at once).
+/// How many decisions ahead of the ring's current backbone decision number a quorum may be
+/// signed for and still wait in [`Roster::fold`] for its turn (rather than being refused at once).
 pub const MAX_DECISIONS_AHEAD: u32 = 8;
 
 /// Whether a member is in good standing.
@@ -57,10 +57,12 @@ pub struct MemberState {
     pub status: Status,
     /// Peering partners (kept symmetric).
     pub peers: BTreeSet<String>,
+    /// Per partner, how many peering starts and ends the pair has made (kept symmetric);
+    /// countersignatures commit to it ([`peering_statement`]).
+    pub peer_changes: BTreeMap<String, u32>,
     /// Ranges `[from, to)` of its log refused by earlier expulsions that a reinstatement ended.
     pub gaps: Vec<(u64, u64)>,
-    /// Number of expulsions and reinstatements of this member so far; quorum statements commit
-    /// to it, so a quorum signs one decision once.
+    /// Number of expulsions and reinstatements of this member so far.
     pub decisions: u32,
     /// Index of the last governance entry of its log that was applied.
     pub last_index: Option<u64>,
@@ -119,9 +121,19 @@ pub enum RosterError {
     /// The log is not the log of any member (yet).
     #[error("log {0} belongs to no member")]
     UnknownLog(LogId),
-    /// The writer was expelled at or before this index of its log.
+    /// The writer is expelled and the entry is at or after its expulsion point (a later
+    /// reinstatement may still accept it).
     #[error("{member} is expelled: its entry {index} is not accepted")]
     NotAccepted {
+        /// The writer.
+        member: String,
+        /// The entry's index.
+        index: u64,
+    },
+    /// The entry lies in a range of the writer's log refused by an expulsion that a
+    /// reinstatement has since ended.
+    #[error("entry {index} of {member} was written while it was expelled")]
+    InGap {
         /// The writer.
         member: String,
         /// The entry's index.
@@ -187,6 +199,18 @@ pub enum RosterError {
         /// The partner.
         partner: String,
     },
+    /// A countersignature for a later change of this pair's peering than the current one.
+    #[error("countersignature of {b} is for peering change {signed} with {a}, not {current}")]
+    PeeringOutOfTurn {
+        /// The writer.
+        a: String,
+        /// The partner.
+        b: String,
+        /// The change number the partner signed.
+        signed: u32,
+        /// The pair's current change number.
+        current: u32,
+    },
     /// A peering start for a pair that already peers.
     #[error("{a} and {b} already peer")]
     AlreadyPeered {
@@ -203,7 +227,7 @@ pub enum RosterError {
         /// The partner.
         b: String,
     },
-    /// An expulsion or reinstatement of a name that is no member.
+    /// An expulsion or reinstatement of a name that is no member (yet).
     #[error("{0} is not a member")]
     UnknownMember(String),
     /// An expulsion or reinstatement of a downstream member by someone other than its sponsor.
@@ -235,16 +259,14 @@ pub enum RosterError {
         /// The genesis quorum.
         need: u32,
     },
-    /// A quorum signed for a later decision about this backbone member than the current one.
-    #[error(
-        "decision about {member} is signed for decision {signed}, the current one is {current}"
-    )]
+    /// A quorum signed for a later backbone decision number than the ring's current one.
+    #[error("decision about {member} is signed as backbone decision {signed}, not {current}")]
     OutOfTurn {
         /// The target.
         member: String,
         /// The decision number the quorum signed.
         signed: u32,
-        /// The member's current decision number.
+        /// The ring's current backbone decision number.
         current: u32,
     },
     /// An expulsion of a member already expelled.
@@ -270,11 +292,12 @@ impl RosterError {
         matches!(
             self,
             RosterError::UnknownLog(_)
+                | RosterError::NotAccepted { .. }
                 | RosterError::UnknownPartner(_)
+                | RosterError::UnknownMember(_)
                 | RosterError::HostTaken { .. }
                 | RosterError::DomainTaken { .. }
-                | RosterError::AlreadyPeered { .. }
-                | RosterError::NotPeered { .. }
+                | RosterError::PeeringOutOfTurn { .. }
                 | RosterError::OutOfTurn { .. }
         )
     }
@@ -312,6 +335,7 @@ pub enum Route {
 pub struct Roster {
     ring_id: Hash,
     quorum: u32,
+    backbone_decisions: u32,
     members: BTreeMap<String, MemberState>,
     #[serde(skip)]
     by_log: BTreeMap<LogId, String>,
@@ -345,8 +369,8 @@ fn hex_list(hashes: &[Hash]) -> String {
 
 impl Expulsion {
     /// The bytes a backbone quorum signs to expel backbone member `member`: the ring, the
-    /// member, its decision number ([`MemberState::decisions`]), the expulsion point, the
-    /// evidence hashes and the reason.
+    /// member, the ring's backbone decision number ([`Roster::backbone_decisions`]), the
+    /// expulsion point, the evidence hashes and the reason.
     pub fn statement(
         ring: &Hash,
         member: &str,
@@ -365,7 +389,8 @@ impl Expulsion {
 }
 
 impl Reinstatement {
-    /// The bytes a backbone quorum signs to reinstate backbone member `member`.
+    /// The bytes a backbone quorum signs to reinstate backbone member `member` (decision number
+    /// as for [`Expulsion::statement`]).
     pub fn statement(
         ring: &Hash,
         member: &str,
@@ -379,6 +404,15 @@ impl Reinstatement {
         )
         .into_bytes()
     }
+}
+
+/// The bytes a peering partner countersigns: [`Peering::statement`] followed by the pair's
+/// change number ([`MemberState::peer_changes`]) and a newline, so a countersignature is good
+/// for one start or end only and the changes of a pair apply in the order both parties meant.
+pub fn peering_statement(ring: &Hash, a: &str, b: &str, end: bool, change: u32) -> Vec<u8> {
+    let mut out = Peering::statement(ring, a, b, end);
+    out.extend_from_slice(format!("{change}\n").as_bytes());
+    out
 }
 
 fn expel_statement(ring: &Hash, x: &Expulsion, decision: u32) -> Vec<u8> {
@@ -403,6 +437,7 @@ impl Roster {
         let mut r = Roster {
             ring_id: g.ring_id(),
             quorum: g.backbone_quorum,
+            backbone_decisions: 0,
             members: BTreeMap::new(),
             by_log: BTreeMap::new(),
             by_node: BTreeMap::new(),
@@ -426,6 +461,13 @@ impl Roster {
     /// Backbone signatures a decision about a backbone member needs.
     pub fn quorum(&self) -> u32 {
         self.quorum
+    }
+
+    /// Decisions about backbone members taken so far. They form one chain across all logs: a
+    /// quorum signs the statement for the current number, so each decision applies once, in
+    /// the order the quorum meant, and a signer's standing is that after the previous one.
+    pub fn backbone_decisions(&self) -> u32 {
+        self.backbone_decisions
     }
 
     /// A member by name.
@@ -463,18 +505,13 @@ impl Roster {
             .collect()
     }
 
-    /// The statement a backbone quorum must sign for `body` (an expulsion or reinstatement of a
-    /// backbone member) given the member's current decision number; `None` for other entries.
+    /// The statement a backbone quorum must sign now for `body` (an expulsion or
+    /// reinstatement of a backbone member); `None` for other entries.
     pub fn decision_statement(&self, body: &Body) -> Option<Vec<u8>> {
+        let d = self.backbone_decisions;
         match body {
-            Body::Expel(x) => {
-                let m = self.members.get(&x.member)?;
-                Some(expel_statement(&self.ring_id, x, m.decisions))
-            }
-            Body::Reinstate(r) => {
-                let m = self.members.get(&r.member)?;
-                Some(reinstate_statement(&self.ring_id, r, m.decisions))
-            }
+            Body::Expel(x) => Some(expel_statement(&self.ring_id, x, d)),
+            Body::Reinstate(r) => Some(reinstate_statement(&self.ring_id, r, d)),
             _ => None,
         }
     }
@@ -589,6 +626,7 @@ impl Roster {
                 backbone,
                 status: Status::Active,
                 peers: BTreeSet::new(),
+                peer_changes: BTreeMap::new(),
                 gaps: Vec::new(),
                 decisions: 0,
                 last_index: None,
@@ -636,6 +674,9 @@ impl Roster {
         let (log, index) = (e.entry.log, e.entry.index);
         let writer = self.by_log.get(&log).cloned().ok_or(RosterError::UnknownLog(log))?;
         let Some(w) = self.members.get(&writer) else { return Err(RosterError::UnknownLog(log)) };
+        if w.gaps.iter().any(|&(from, to)| (from..to).contains(&index)) {
+            return Err(RosterError::InGap { member: writer, index });
+        }
         if !w.accepts(index) {
             return Err(RosterError::NotAccepted { member: writer, index });
         }
@@ -707,12 +748,22 @@ impl Roster {
             .members
             .get(&p.partner)
             .ok_or_else(|| RosterError::UnknownPartner(p.partner.clone()))?;
-        let statement = Peering::statement(&self.ring_id, writer, &p.partner, p.end);
-        if partner.info.log_key.verify(&statement, &p.countersig).is_err() {
+        let current = partner.peer_changes.get(writer).copied().unwrap_or(0);
+        let signed_for = |n: u32| {
+            let st = peering_statement(&self.ring_id, writer, &p.partner, p.end, n);
+            partner.info.log_key.verify(&st, &p.countersig).is_ok()
+        };
+        let (a, b) = (writer.to_string(), p.partner.clone());
+        if !signed_for(current) {
+            for ahead in 1..=MAX_DECISIONS_AHEAD {
+                let signed = current.saturating_add(ahead);
+                if signed_for(signed) {
+                    return Err(RosterError::PeeringOutOfTurn { a, b, signed, current });
+                }
+            }
             return Err(RosterError::BadCountersignature { partner: p.partner.clone() });
         }
         let peered = partner.peers.contains(writer);
-        let (a, b) = (writer.to_string(), p.partner.clone());
         if p.end && !peered {
             return Err(RosterError::NotPeered { a, b });
         }
@@ -726,20 +777,28 @@ impl Roster {
                 } else {
                     m.peers.insert(y.clone());
                 }
+                m.peer_changes.insert(y.clone(), current.saturating_add(1));
             }
         }
         Ok(())
     }
 
-    /// Distinct backbone members in good standing with a valid signature over `statement`; the
-    /// writer counts as one (its entry signature binds it).
-    fn count_quorum(&self, writer: &str, cosigns: &[Cosign], statement: &[u8]) -> u32 {
+    /// Distinct backbone members in good standing (or, with `any_standing`, whatever their
+    /// standing) with a valid signature over `statement`; the writer counts as one (its entry
+    /// signature binds it).
+    fn count_quorum(
+        &self,
+        writer: &str,
+        cosigns: &[Cosign],
+        statement: &[u8],
+        any_standing: bool,
+    ) -> u32 {
         let mut signers: BTreeSet<&str> = BTreeSet::new();
         signers.insert(writer);
         for c in cosigns {
             let Some((name, m)) = self.members.get_key_value(&c.member) else { continue };
             if m.backbone
-                && m.is_active()
+                && (any_standing || m.is_active())
                 && !signers.contains(name.as_str())
                 && m.info.log_key.verify(statement, &c.sig).is_ok()
             {
@@ -750,7 +809,7 @@ impl Roster {
     }
 
     /// Checks the authority of `writer` over `target`: its sponsor, or for a backbone target a
-    /// backbone writer with a quorum over the statement for the target's current decision.
+    /// backbone writer with a quorum over the statement for the current backbone decision.
     fn check_authority(
         &self,
         writer: &str,
@@ -768,14 +827,16 @@ impl Roster {
         if !self.members.get(writer).is_some_and(|w| w.backbone) {
             return Err(RosterError::NotBackboneWriter { writer: writer.to_string(), member });
         }
-        let current = target.decisions;
-        let have = self.count_quorum(writer, cosigns, &statement(current));
+        let current = self.backbone_decisions;
+        let have = self.count_quorum(writer, cosigns, &statement(current), false);
         if have >= self.quorum {
             return Ok(());
         }
+        // Signed for a later decision: standings may differ by then, so count every backbone
+        // signature; the real count happens when its turn comes.
         for ahead in 1..=MAX_DECISIONS_AHEAD {
             let signed = current.saturating_add(ahead);
-            if self.count_quorum(writer, cosigns, &statement(signed)) >= self.quorum {
+            if self.count_quorum(writer, cosigns, &statement(signed), true) >= self.quorum {
                 return Err(RosterError::OutOfTurn { member, signed, current });
             }
         }
@@ -803,6 +864,9 @@ impl Roster {
                 evidence: x.evidence.clone(),
             };
             m.decisions = m.decisions.saturating_add(1);
+            if m.backbone {
+                self.backbone_decisions = self.backbone_decisions.saturating_add(1);
+            }
         }
         Ok(())
     }
@@ -826,6 +890,9 @@ impl Roster {
             }
             m.status = Status::Active;
             m.decisions = m.decisions.saturating_add(1);
+            if m.backbone {
+                self.backbone_decisions = self.backbone_decisions.saturating_add(1);
+            }
         }
         Ok(())
     }
@@ -849,7 +916,7 @@ impl Roster {
         for (id, entries) in logs {
             let mut gov: Vec<&SignedEntry> =
                 entries.iter().filter(|e| !matches!(e.entry.body, Body::Hop(_))).collect();
-            gov.sort_by(|a, b| (a.entry.index, a.encode()).cmp(&(b.entry.index, b.encode())));
+            gov.sort_by_cached_key(|e| (e.entry.index, e.encode()));
             gov.dedup_by(|a, b| a == b);
             let mut kept = Vec::with_capacity(gov.len());
             for (i, e) in gov.iter().enumerate() {
@@ -884,7 +951,7 @@ impl Roster {
             // stops contradictory ones (which then get this deterministic result).
             if found == assumed || round > decisions + 1 {
                 refused.append(&mut errs);
-                refused.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                refused.sort_by_key(|r| (r.0, r.1));
                 return (roster, refused);
             }
             assumed = found;
@@ -895,9 +962,12 @@ impl Roster {
         let mut r = Roster::from_genesis(g);
         let mut errs = Vec::new();
         let mut pos: BTreeMap<LogId, usize> = prepared.keys().map(|k| (*k, 0)).collect();
+        // The assumed range holding `index`, if any: `Some(true)` for a closed gap.
         let cut = |log: &LogId, index: u64| {
-            assumed.get(log).is_some_and(|c| {
-                c.iter().any(|&(from, to)| index >= from && to.is_none_or(|t| index < t))
+            assumed.get(log).and_then(|c| {
+                c.iter()
+                    .find(|&&(from, to)| index >= from && to.is_none_or(|t| index < t))
+                    .map(|(_, to)| to.is_some())
             })
         };
         loop {
@@ -910,8 +980,11 @@ impl Roster {
                 let Some(p) = pos.get_mut(id) else { continue };
                 while let Some(e) = list.get(*p) {
                     let index = e.entry.index;
-                    let result = match r.by_log.get(id) {
-                        Some(name) if cut(id, index) => {
+                    let result = match (r.by_log.get(id), cut(id, index)) {
+                        (Some(name), Some(true)) => {
+                            Err(RosterError::InGap { member: name.clone(), index })
+                        }
+                        (Some(name), Some(false)) => {
                             Err(RosterError::NotAccepted { member: name.clone(), index })
                         }
                         _ => r.apply_verified(e),
