@@ -8,6 +8,7 @@
 pub mod bytes;
 pub mod checkpoint;
 pub mod equivocation;
+pub mod evidence;
 pub mod fingerprint;
 pub mod genesis;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod merkle;
 pub mod record;
 pub mod replication;
 pub mod roster;
+pub mod trace;
 
 pub use bytes::{sha256, Hash, Sig};
 pub use keys::{LogId, PublicKey, SecretKey};
