@@ -40,18 +40,32 @@ pub struct Shared {
     pub names: RwLock<BTreeMap<LogId, String>>,
     /// Extra gauges and counters from other parts (replication), name -> value.
     pub gauges: RwLock<BTreeMap<String, u64>>,
+    /// The roster, folded from genesis and every governance entry held.
+    pub roster: crate::governance::LiveRoster,
 }
 
 impl Shared {
     /// The member name of a log, or its hex id when unknown.
     pub fn name_of(&self, log: &LogId) -> String {
+        if let Some(m) = self.roster.roster().by_log_key(log) {
+            return m.info.name.clone();
+        }
         self.names.read().ok().and_then(|n| n.get(log).cloned()).unwrap_or_else(|| log.to_hex())
+    }
+
+    /// Records entries just made durable in `log` (own or replicated): the roster refolds
+    /// when governance entries arrive.
+    pub fn on_appended(&self, log: &LogId, encoded: &[Vec<u8>]) {
+        self.roster.on_appended(log, encoded);
     }
 
     /// A log named by member name or hex id.
     pub fn resolve_log(&self, s: &str) -> Option<LogId> {
         if let Some(id) = LogId::from_hex(s) {
             return Some(id);
+        }
+        if let Some(m) = self.roster.roster().member(s) {
+            return Some(m.info.log_key);
         }
         let names = self.names.read().ok()?;
         names.iter().find(|(_, n)| n.as_str() == s).map(|(id, _)| *id)
@@ -163,6 +177,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         _ => None,
     };
     let names = genesis.members.iter().map(|m| (m.log_key, m.name.clone())).collect();
+    let roster = {
+        let (g, st) = (genesis.clone(), store.clone());
+        tokio::task::spawn_blocking(move || crate::governance::LiveRoster::load(&g, &*st))
+            .await?
+            .context("folding the roster from the store")?
+    };
+    let mut own_events = writer.subscribe();
     let shared = Arc::new(Shared {
         cfg,
         genesis,
@@ -172,8 +193,38 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         token,
         names: RwLock::new(names),
         gauges: RwLock::new(BTreeMap::new()),
+        roster,
     });
     let mut tasks = Vec::new();
+    // The own log's governance entries reach the roster as soon as they are durable.
+    {
+        let sh = shared.clone();
+        let log = shared.writer.log;
+        tasks.push(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match own_events.recv().await {
+                    Ok(crate::writer::LogEvent::Appended(_, entries)) => {
+                        sh.on_appended(&log, &entries)
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        tracing::warn!("roster missed own-log events; refolding from the store");
+                        let st = sh.store.clone();
+                        let g = sh.genesis.clone();
+                        if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || {
+                            crate::governance::LiveRoster::load(&g, &*st)
+                        })
+                        .await
+                        {
+                            sh.roster.replace_with(r);
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
 
     let tcp = tokio::net::TcpListener::bind(&shared.cfg.api.http)
         .await
@@ -201,6 +252,18 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "append socket stopped");
         }
     }));
+
+    // --- replication (owned by the replication work; see replicator.rs) ---
+    if shared.cfg.p2p.enabled {
+        tasks.extend(crate::replicator::start(shared.clone()).await?);
+    }
+    // --- end replication ---
+
+    // --- milter (owned by the milter work; see milter.rs) ---
+    if !shared.cfg.milter.listen.is_empty() {
+        tasks.push(crate::milter::start(shared.clone()).await?);
+    }
+    // --- end milter ---
 
     tracing::info!(
         member = %shared.cfg.name,
