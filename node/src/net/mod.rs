@@ -12,6 +12,14 @@
 //!   the Noise handshake has told us who it is, before any protocol stream is opened. Members with
 //!   addresses are dialled and redialled with exponential backoff while not connected.
 //!
+//! # The size limit is a ring parameter
+//! Every member must use the same `max_message_bytes`. Our own publishes and responses over the
+//! limit are refused locally, and gossip only forwards what was accepted, so honest members never
+//! send an oversize frame. A frame over a receiver's gossipsub limit (payload + 1 KiB envelope) is
+//! refused before decoding, and gossipsub then drops the stream it came on: gossip in flight on it
+//! is lost until the sender opens a new stream (anti-entropy repairs the gap). A payload over the
+//! limit that still fits the frame is rejected by this layer (`Reject`, [`NetStats::rejected_gossip`]).
+//!
 //! # What it leaves out
 //! It knows nothing of logs, rosters or replication rules: the caller (the replication state
 //! machine) decides what bytes mean, which gossip to accept, and who the members are.

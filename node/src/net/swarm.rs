@@ -257,10 +257,8 @@ impl Task {
     /// Queues a connection event in order, behind any backlog.
     fn emit_conn_event(&mut self, ev: NetEvent) {
         if self.backlog.is_empty() {
-            match self.events.try_send(ev) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(ev)) => self.backlog.push_back(ev),
+            if let Err(mpsc::error::TrySendError::Full(ev)) = self.events.try_send(ev) {
+                self.backlog.push_back(ev);
             }
         } else if self.backlog.len() < BACKLOG_MAX {
             self.backlog.push_back(ev);
@@ -271,14 +269,14 @@ impl Task {
     }
 
     /// Tries to hand an event to the consumer without waiting; gives it back if there is no room.
-    fn try_emit(&mut self, ev: NetEvent) -> Result<(), NetEvent> {
+    fn try_emit(&mut self, ev: NetEvent) -> Option<NetEvent> {
         if !self.backlog.is_empty() {
-            return Err(ev);
+            return Some(ev);
         }
         match self.events.try_send(ev) {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev)) => {
-                Err(ev)
+                Some(ev)
             }
         }
     }
@@ -513,20 +511,18 @@ impl Task {
                     self.emit_conn_event(NetEvent::Connected(peer_id));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, cause = ?cause, "disconnected");
-                    self.emit_conn_event(NetEvent::Disconnected(peer_id));
-                    let (min, max) = (self.redial_min, self.redial_max);
-                    if let Some(s) = self.members.get_mut(&peer_id) {
-                        // A link that held for a while resets the backoff; a flapping one does not.
-                        if s.connected_since.take().is_some_and(|t| t.elapsed() >= max) {
-                            s.backoff = min;
-                        }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                tracing::debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                self.emit_conn_event(NetEvent::Disconnected(peer_id));
+                let (min, max) = (self.redial_min, self.redial_max);
+                if let Some(s) = self.members.get_mut(&peer_id) {
+                    // A link that held for a while resets the backoff; a flapping one does not.
+                    if s.connected_since.take().is_some_and(|t| t.elapsed() >= max) {
+                        s.backoff = min;
                     }
-                    if self.is_allowed(&peer_id) {
-                        self.schedule_redial(peer_id, true);
-                    }
+                }
+                if self.is_allowed(&peer_id) {
+                    self.schedule_redial(peer_id, true);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -599,7 +595,7 @@ impl Task {
                             data: request,
                             channel: ResponseToken(channel),
                         };
-                        if let Err(ev) = self.try_emit(ev) {
+                        if let Some(ev) = self.try_emit(ev) {
                             // Dropping the channel makes the request fail at the requester.
                             drop(ev);
                             let n = Counters::bump(&self.counters.dropped_requests);
@@ -671,7 +667,7 @@ impl Task {
             topic: message.topic.into_string(),
             data: message.data,
         };
-        if self.try_emit(ev).is_err() {
+        if self.try_emit(ev).is_some() {
             // Not the sender's fault: ignore (no forwarding, no penalty); anti-entropy repairs it.
             self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                 &id,
