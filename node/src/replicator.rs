@@ -1,0 +1,462 @@
+//! Replication driver: runs the permissioned libp2p layer for the ring, feeds what arrives into
+//! the replication state machine (`ringlog_protocol::replication::Replica`) and carries out what
+//! it returns, publishes the own log's new entries and checkpoints, and serves peers' summary
+//! and range requests from the store.
+//!
+//! # Tasks
+//! - the *core* thread owns the state machine and does its store calls (appends, checkpoints,
+//!   roots, comparisons) synchronously, off the async runtime; its input queue is bounded;
+//! - a forwarder task moves network events into the core queue and answers requests from the
+//!   store on blocking threads (at most [`MAX_SERVING`] at once; beyond that: "busy");
+//! - a publisher task gossips the writer's new entries (in chunks under the size limit) and
+//!   checkpoints;
+//! - a ticker asks for summaries every `p2p.sync_interval_ms` (anti-entropy).
+//!
+//! The set of members comes from one function, [`members`] (the genesis for now; the roster
+//! later).
+
+use crate::net::{self, NetConfig, NetEvent, NetHandle, PeerId};
+use crate::node::Shared;
+use crate::store::{LogNodes, Store};
+use crate::writer::LogEvent;
+use anyhow::Context as _;
+use ringlog_protocol::checkpoint::SignedCheckpoint;
+use ringlog_protocol::merkle::{self, Frontier};
+use ringlog_protocol::record::MemberInfo;
+use ringlog_protocol::replication::{
+    self as rep, Action, Event, Gossip, Head, LogState, Replica, Request, Response, Topic,
+};
+use ringlog_protocol::LogId;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Capacity of the core thread's input queue.
+const CORE_QUEUE: usize = 1024;
+/// Requests from peers served at once.
+pub const MAX_SERVING: usize = 4;
+/// Conflicts kept in the store's meta area (the first ones; later ones are only logged).
+const MAX_STORED_CONFLICTS: u64 = 1000;
+
+/// The members of the ring: the single source of membership for replication. Today the
+/// genesis members; to become the roster's members in good standing.
+pub fn members(shared: &Shared) -> Vec<MemberInfo> {
+    shared.genesis.members.clone()
+}
+
+/// Gossip topic names of a ring: (entries, checkpoints).
+pub fn topics(ring_tag: &str) -> (String, String) {
+    (format!("ringlog/{ring_tag}/entries"), format!("ringlog/{ring_tag}/checkpoints"))
+}
+
+enum Input {
+    Net(NetEvent),
+    Done(Event<PeerId>),
+    Tick,
+}
+
+/// Starts replication for a node; returns its tasks (the core runs on its own thread and ends
+/// when they do).
+pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let (entries_topic, cp_topic) = topics(&shared.genesis.ring_tag());
+    let mut cfg = NetConfig::new(shared.identity.node_key.seed());
+    for a in &shared.cfg.p2p.listen {
+        cfg.listen.push(a.parse().with_context(|| format!("p2p listen address {a:?}"))?);
+    }
+    cfg.topics = vec![entries_topic.clone(), cp_topic.clone()];
+    cfg.redial_min = Duration::from_millis(500);
+    cfg.redial_max = Duration::from_secs(30);
+    cfg.request_timeout = Duration::from_secs(20);
+    let (net, events) = net::spawn(cfg).context("starting the p2p network")?;
+
+    let me = shared.identity.node_key.public();
+    let all = members(&shared);
+    let mut net_members = Vec::new();
+    for m in all.iter().filter(|m| m.node_key != me) {
+        let peer = match net::peer_id_from_ed25519(&m.node_key.0 .0) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(member = %m.name, error = %e, "member node key unusable; skipped");
+                continue;
+            }
+        };
+        let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        net_members.push(net::Member { peer, addrs });
+    }
+    net.set_members(net_members).await;
+
+    let own = shared.identity.log_id();
+    let rep_members: Vec<rep::Member> = all
+        .iter()
+        .map(|m| rep::Member { log: m.log_key, origin: shared.genesis.origin(&m.name) })
+        .collect();
+    let mut replica: Replica<PeerId> = Replica::new(own, &rep_members);
+    let store = shared.store.clone();
+    let logs = replica.logs();
+    let states = tokio::task::spawn_blocking(move || {
+        logs.into_iter()
+            .map(|log| load_state(&*store, &log).map(|s| (log, s)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await??;
+    for (log, st) in states {
+        replica.load(&log, st);
+    }
+
+    let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(forward(shared.clone(), net.clone(), events, core_tx.clone())));
+    tasks.push(tokio::spawn(publish(shared.clone(), net.clone(), entries_topic.clone(), cp_topic)));
+    {
+        let tx = core_tx.clone();
+        let every = Duration::from_millis(shared.cfg.p2p.sync_interval_ms.max(50));
+        tasks.push(tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                if tx.is_closed() {
+                    break;
+                }
+                let _ = tx.try_send(Input::Tick);
+            }
+        }));
+    }
+    let core = Core {
+        shared: shared.clone(),
+        net,
+        replica,
+        rt: tokio::runtime::Handle::current(),
+        tx: core_tx.downgrade(),
+        entries_topic,
+        refused_seen: 0,
+        last_metrics: Instant::now(),
+    };
+    drop(core_tx);
+    std::thread::Builder::new()
+        .name("replicator".into())
+        .spawn(move || core.run(core_rx))
+        .context("starting the replicator thread")?;
+    tracing::info!(member = %shared.cfg.name, "replication started");
+    Ok(tasks)
+}
+
+/// Reads a log's size, frontier and latest checkpoint from the store.
+fn load_state(store: &dyn Store, log: &LogId) -> Result<LogState, crate::store::Error> {
+    let size = store.size(log)?;
+    let frontier = Frontier::from_source(&LogNodes::new(store, *log), size)?;
+    let checkpoint = store
+        .latest_checkpoint(log)?
+        .and_then(|(_, note)| SignedCheckpoint::parse(&note).ok())
+        .map(|c| c.checkpoint().clone());
+    Ok(LogState { size, frontier, checkpoint })
+}
+
+/// Moves network events to the core; serves requests from the store.
+async fn forward(
+    shared: Arc<Shared>,
+    net: NetHandle,
+    mut events: mpsc::Receiver<NetEvent>,
+    core: mpsc::Sender<Input>,
+) {
+    let serving = Arc::new(Semaphore::new(MAX_SERVING));
+    while let Some(ev) = events.recv().await {
+        match ev {
+            NetEvent::Request { peer, data, channel } => {
+                let Ok(permit) = serving.clone().try_acquire_owned() else {
+                    net.respond(channel, Response::Refused("busy".into()).encode()).await;
+                    continue;
+                };
+                let (sh, net) = (shared.clone(), net.clone());
+                tokio::spawn(async move {
+                    let resp = tokio::task::spawn_blocking(move || serve(&*sh.store, &data))
+                        .await
+                        .unwrap_or_else(|e| Response::Refused(format!("internal error: {e}")));
+                    tracing::trace!(%peer, "request served");
+                    net.respond(channel, resp.encode()).await;
+                    drop(permit);
+                });
+            }
+            other => {
+                if core.send(Input::Net(other)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Answers one request from the store.
+pub fn serve(store: &dyn Store, data: &[u8]) -> Response {
+    match Request::decode(data) {
+        Err(e) => Response::Refused(format!("bad request: {e}")),
+        Ok(Request::Summary) => match summary(store) {
+            Ok(heads) => Response::Summary(heads),
+            Err(e) => Response::Refused(format!("store error: {e}")),
+        },
+        Ok(Request::Range { log, start, end }) => match range(store, &log, start, end) {
+            Ok(r) => r,
+            Err(e) => Response::Refused(format!("store error: {e}")),
+        },
+    }
+}
+
+fn summary(store: &dyn Store) -> Result<Vec<Head>, crate::store::Error> {
+    let mut heads = Vec::new();
+    for log in store.logs()?.into_iter().take(rep::MAX_HEADS) {
+        let size = store.size(&log)?;
+        let root = merkle::root(&LogNodes::new(store, log), size).map_err(|e| match e {
+            merkle::ProofError::Source(e) => e,
+            other => crate::store::Error::Corrupt(other.to_string()),
+        })?;
+        let checkpoint = store.latest_checkpoint(&log)?.map(|(_, n)| n);
+        heads.push(Head { log, size, root, checkpoint });
+    }
+    Ok(heads)
+}
+
+fn range(
+    store: &dyn Store,
+    log: &LogId,
+    start: u64,
+    end: u64,
+) -> Result<Response, crate::store::Error> {
+    let end = end.min(start.saturating_add(rep::MAX_RANGE_ENTRIES));
+    let mut entries = store.entries(log, start, end)?;
+    let mut bytes = 0usize;
+    let mut keep = entries.len();
+    for (i, e) in entries.iter().enumerate() {
+        bytes += e.len() + 8;
+        if bytes > rep::MAX_RANGE_BYTES && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    entries.truncate(keep);
+    let last = start + entries.len() as u64;
+    let checkpoint = if entries.is_empty() {
+        None
+    } else if let Some(note) = store.checkpoint(log, last)? {
+        Some(note)
+    } else {
+        store
+            .checkpoints(log)?
+            .into_iter()
+            .rev()
+            .find(|(s, _)| *s > start && *s <= last)
+            .map(|(_, n)| n)
+    };
+    Ok(Response::Range { entries, checkpoint })
+}
+
+/// Gossips the own log's new entries and checkpoints.
+async fn publish(shared: Arc<Shared>, net: NetHandle, entries_topic: String, cp_topic: String) {
+    let mut rx = shared.writer.subscribe();
+    let log = shared.writer.log;
+    let mut published = 0u64;
+    loop {
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(missed = n, "publisher lagged; peers will pull the rest");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        };
+        match ev {
+            LogEvent::Appended(first, entries) => {
+                for g in Gossip::chunks(log, first, &entries) {
+                    match net.publish(&entries_topic, g.encode()).await {
+                        Ok(()) => published += 1,
+                        Err(net::NetError::NoPeers) => {}
+                        Err(e) => tracing::debug!(error = %e, "entries not published"),
+                    }
+                }
+            }
+            LogEvent::Checkpoint(cp) => {
+                let g = Gossip::Checkpoint { log, note: cp.to_text() };
+                match net.publish(&cp_topic, g.encode()).await {
+                    Ok(()) => published += 1,
+                    Err(net::NetError::NoPeers) => {}
+                    Err(e) => tracing::debug!(error = %e, "checkpoint not published"),
+                }
+            }
+        }
+        set_gauge(&shared, "ringlog_gossip_published_total", published);
+    }
+}
+
+fn set_gauge(shared: &Shared, name: &str, v: u64) {
+    if let Ok(mut g) = shared.gauges.write() {
+        g.insert(name.to_string(), v);
+    }
+}
+
+struct Core {
+    shared: Arc<Shared>,
+    net: NetHandle,
+    replica: Replica<PeerId>,
+    rt: tokio::runtime::Handle,
+    tx: mpsc::WeakSender<Input>,
+    entries_topic: String,
+    refused_seen: u64,
+    last_metrics: Instant,
+}
+
+impl Core {
+    fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        while let Some(input) = rx.blocking_recv() {
+            let mut pending = VecDeque::new();
+            match input {
+                Input::Tick => {
+                    pending.push_back((Event::Tick, None));
+                    self.tick();
+                }
+                Input::Done(ev) => pending.push_back((ev, None)),
+                Input::Net(NetEvent::Connected(p)) => {
+                    pending.push_back((Event::Connected(p), None))
+                }
+                Input::Net(NetEvent::Disconnected(p)) => {
+                    pending.push_back((Event::Disconnected(p), None))
+                }
+                Input::Net(NetEvent::Gossip { id, from, topic, data, .. }) => {
+                    let topic = if topic == self.entries_topic {
+                        Topic::Entries
+                    } else {
+                        Topic::Checkpoints
+                    };
+                    pending.push_back((Event::Gossip { from, topic, data }, Some((id, from))));
+                }
+                Input::Net(NetEvent::Request { .. }) => {}
+            }
+            while let Some((ev, gossip)) = pending.pop_front() {
+                for action in self.replica.handle(ev) {
+                    self.carry_out(action, gossip.as_ref(), &mut pending);
+                }
+            }
+            if self.last_metrics.elapsed() >= Duration::from_millis(200) {
+                self.metrics();
+            }
+        }
+        tracing::debug!("replicator stopped");
+    }
+
+    fn carry_out(
+        &mut self,
+        action: Action<PeerId>,
+        gossip: Option<&(net::MessageId, PeerId)>,
+        pending: &mut VecDeque<(Event<PeerId>, Option<(net::MessageId, PeerId)>)>,
+    ) {
+        let store = &*self.shared.store;
+        match action {
+            Action::Verdict(v) => {
+                if let Some((id, from)) = gossip {
+                    let v = match v {
+                        rep::Verdict::Accept => net::Verdict::Accept,
+                        rep::Verdict::Reject => net::Verdict::Reject,
+                        rep::Verdict::Ignore => net::Verdict::Ignore,
+                    };
+                    self.rt.block_on(self.net.validation(id.clone(), *from, v));
+                }
+            }
+            Action::Request { peer, request } => {
+                let Some(tx) = self.tx.upgrade() else { return };
+                let net = self.net.clone();
+                self.rt.spawn(async move {
+                    let result =
+                        net.request(peer, request.encode()).await.map_err(|e| e.to_string());
+                    let _ = tx.send(Input::Done(Event::Response { peer, request, result })).await;
+                });
+            }
+            Action::Append { log, entries } => {
+                let n = entries.len();
+                if let Err(e) = store.append(&log, &entries) {
+                    tracing::error!(log = %self.shared.name_of(&log), error = %e, entries = n, "replicated append failed; reloading the log state");
+                    match load_state(store, &log) {
+                        Ok(st) => self.replica.load(&log, st),
+                        Err(e) => tracing::error!(error = %e, "cannot reload the log state"),
+                    }
+                }
+            }
+            Action::StoreCheckpoint { log, size, note } => {
+                if let Err(e) = store.put_checkpoint(&log, size, &note) {
+                    tracing::warn!(log = %self.shared.name_of(&log), size, error = %e, "checkpoint not kept");
+                }
+            }
+            Action::RootAt { log, size, note } => {
+                match merkle::root(&LogNodes::new(store, log), size) {
+                    Ok(root) => pending.push_back((Event::RootAt { log, note, root }, None)),
+                    Err(e) => {
+                        tracing::warn!(log = %self.shared.name_of(&log), size, error = %e, "cannot recompute root")
+                    }
+                }
+            }
+            Action::Compare { log, first, received } => {
+                let end = first + received.len() as u64;
+                match store.entries(&log, first, end) {
+                    Ok(stored) => {
+                        pending.push_back((Event::Stored { log, first, received, stored }, None))
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read entries to compare"),
+                }
+            }
+            Action::Penalise { peer, why } => {
+                tracing::warn!(%peer, reason = %why, "rejected data from peer; penalising it");
+                self.rt.block_on(self.net.penalise(peer, &why));
+            }
+            Action::Conflict(c) => {
+                tracing::error!(
+                    log = %self.shared.name_of(&c.log),
+                    kind = ?c.kind,
+                    at = c.at,
+                    "conflict: two objects signed by this log cannot both be true; log frozen"
+                );
+                if self.replica.stats.conflicts <= MAX_STORED_CONFLICTS {
+                    let key = format!("conflict/{}/{}", c.log.to_hex(), c.at);
+                    let value = serde_json::to_vec(&c).unwrap_or_default();
+                    if let Err(e) = store.put_meta(&key, &value) {
+                        tracing::warn!(error = %e, "conflict not recorded in the store");
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let refused = self.net.stats().refused_inbound;
+        if refused > self.refused_seen {
+            tracing::warn!(
+                new = refused - self.refused_seen,
+                total = refused,
+                "refused inbound connections from peers not in the roster"
+            );
+            self.refused_seen = refused;
+        }
+        self.metrics();
+    }
+
+    fn metrics(&mut self) {
+        self.last_metrics = Instant::now();
+        let s = self.replica.stats;
+        let ns = self.net.stats();
+        let values = [
+            ("ringlog_peers_connected", self.replica.n_connected() as u64),
+            ("ringlog_replicated_entries_total", s.replicated),
+            ("ringlog_rejected_total", s.rejected),
+            ("ringlog_conflicts_total", s.conflicts),
+            ("ringlog_replicated_checkpoints_total", s.checkpoints),
+            ("ringlog_replication_behind_entries", self.replica.behind()),
+            ("ringlog_p2p_refused_inbound_total", ns.refused_inbound),
+            ("ringlog_p2p_refused_outbound_total", ns.refused_outbound),
+            ("ringlog_p2p_dropped_gossip_total", ns.dropped_gossip),
+            ("ringlog_p2p_rejected_gossip_total", ns.rejected_gossip),
+        ];
+        if let Ok(mut g) = self.shared.gauges.write() {
+            for (k, v) in values {
+                g.insert(k.to_string(), v);
+            }
+        }
+    }
+}
