@@ -20,6 +20,7 @@ pub fn search<S: Store + ?Sized>(
             IndexKey::Body(x) => h.body == *x,
             IndexKey::Part(x) => h.parts.contains(x),
             IndexKey::QueueId(l, q) => e.entry.log == *l && h.queue_id == *q,
+            IndexKey::TransformIn(x) => h.transform.as_ref().is_some_and(|t| t.input == *x),
         };
         if hit {
             out.push((e, bytes));

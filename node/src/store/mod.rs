@@ -45,11 +45,15 @@ pub enum IndexKey {
     Part(Hash),
     /// A queue id in the writer's own log (`HopRecord::queue_id`, when not empty).
     QueueId(LogId, String),
+    /// The input fingerprint of a transforming hop (`HopRecord::transform`'s `input`), so a
+    /// trace can follow a message through a mailing list from the message as received.
+    TransformIn(Hash),
 }
 
 impl IndexKey {
-    /// The index keys of a stored entry: mfp1, mfp1-lite, body, every part and (its log, queue
-    /// id) when the queue id is not empty. Entries that are not hop records have none.
+    /// The index keys of a stored entry: mfp1, mfp1-lite, body, every part, (its log, queue
+    /// id) when the queue id is not empty, and the transform input when the hop transformed the
+    /// message. Entries that are not hop records have none.
     pub fn of(entry: &SignedEntry) -> Vec<IndexKey> {
         let Some(hop) = entry.hop() else { return Vec::new() };
         let mut keys = Vec::with_capacity(4 + hop.parts.len());
@@ -59,6 +63,9 @@ impl IndexKey {
         keys.extend(hop.parts.iter().map(|p| IndexKey::Part(*p)));
         if !hop.queue_id.is_empty() {
             keys.push(IndexKey::QueueId(entry.entry.log, hop.queue_id.clone()));
+        }
+        if let Some(t) = &hop.transform {
+            keys.push(IndexKey::TransformIn(t.input));
         }
         keys
     }
@@ -71,6 +78,7 @@ impl IndexKey {
             IndexKey::Body(_) => 3,
             IndexKey::Part(_) => 4,
             IndexKey::QueueId(..) => 5,
+            IndexKey::TransformIn(_) => 6,
         }
     }
 
@@ -78,7 +86,11 @@ impl IndexKey {
     /// SHA-256(log || queue id). Backends that key on it check each hit against the entry.
     fn digest8(&self) -> [u8; 8] {
         let h = match self {
-            IndexKey::Mfp1(h) | IndexKey::Mfp1Lite(h) | IndexKey::Body(h) | IndexKey::Part(h) => *h,
+            IndexKey::Mfp1(h)
+            | IndexKey::Mfp1Lite(h)
+            | IndexKey::Body(h)
+            | IndexKey::Part(h)
+            | IndexKey::TransformIn(h) => *h,
             IndexKey::QueueId(log, q) => sha256(&[&log.0 .0, q.as_bytes()]),
         };
         let mut out = [0u8; 8];
