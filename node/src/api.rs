@@ -84,7 +84,10 @@ pub fn router(shared: Arc<Shared>, listener: Listener) -> Router {
         .route("/v1/logs/{log}/proof/consistency", get(consistency))
         .route("/v1/search", get(search))
         .layer(DefaultBodyLimit::max(shared.cfg.api.max_body_bytes))
-        .with_state(shared)
+        .with_state(shared.clone())
+        // --- investigation: GET /v1/trace, GET /v1/evidence (see investigate.rs) ---
+        .merge(crate::investigate::router(shared))
+        // --- end investigation ---
 }
 
 async fn healthz(State(s): Ctx) -> Json<Value> {
