@@ -2,6 +2,7 @@
 //! directly for offline work.
 
 mod admin;
+mod investigate;
 mod query;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,15 @@ enum Cmd {
     Proof(query::ProofCmd),
     /// Find hop records by fingerprint, body, part or queue id.
     Search(query::SearchArgs),
+    /// Trace a message to where it entered the ring; export evidence or an abuse report.
+    Trace(investigate::TraceArgs),
+    /// Verify an evidence bundle or an equivocation proof offline against the genesis.
+    Verify(investigate::VerifyArgs),
+    /// Open (or check the opening of) a customer commitment in a hop record.
+    Reveal(investigate::RevealArgs),
+    /// Benchmark trace and evidence over a store of many hop records.
+    #[command(hide = true)]
+    BenchTrace(investigate::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +76,10 @@ fn main() -> ExitCode {
             Cmd::Entries(a) => query::entries(a).await,
             Cmd::Proof(c) => query::proof(c).await,
             Cmd::Search(a) => query::search(a).await,
+            Cmd::Trace(a) => investigate::trace(a).await,
+            Cmd::Verify(a) => investigate::verify(a),
+            Cmd::Reveal(a) => investigate::reveal(a).await,
+            Cmd::BenchTrace(a) => investigate::bench(a),
         }
     });
     match result {
