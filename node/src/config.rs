@@ -77,6 +77,12 @@ pub struct MilterConfig {
     pub refuse_untrusted_relay: bool,
     /// Largest message the milter fingerprints.
     pub max_message_bytes: usize,
+    /// How long the milter waits for the log writer before it accepts a message without record.
+    pub append_timeout_ms: u64,
+    /// Next hops by recipient domain that take precedence over ring routing (`member:NAME`,
+    /// `local:DOMAIN`, `external:HOST`): for an MTA whose transport map sends a domain elsewhere
+    /// than the roster would, e.g. while the roster does not yet hold an admission.
+    pub routes: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -127,6 +133,8 @@ impl Default for MilterConfig {
             listen: String::new(),
             refuse_untrusted_relay: false,
             max_message_bytes: 32 * 1024 * 1024,
+            append_timeout_ms: 2000,
+            routes: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -1,0 +1,625 @@
+//! Real Postfix: three instances on their own loopback addresses (origin ISP A, backbone B,
+//! destination ISP C), each beside its own ringlog node and milter. Mail from the corpus travels
+//! A -> B -> C and every hop's record carries the fingerprint of the copy delivered into C's
+//! Maildir; mail from outside the ring is marked untrusted; a killed node never stops mail; and
+//! the milter's cost in throughput and latency is measured.
+//!
+//! Needs root, `postfix` and `swaks`; without them the test prints a note and passes, except
+//! under CI, where it fails.
+#![allow(clippy::unwrap_used)] // test: failing loudly is the point
+
+use ringlog_e2e::{free_port, run_ok, Node};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const IP_A: &str = "127.0.0.11";
+const IP_B: &str = "127.0.0.12";
+const IP_C: &str = "127.0.0.13";
+/// A loopback address in no member's mail hosts.
+const IP_OUTSIDE: &str = "127.0.0.19";
+const SMTP_PORT: u16 = 2525;
+/// A second smtpd on A without the milter, for the throughput comparison.
+const PLAIN_PORT: u16 = 2526;
+const DEST: &str = "dest.example";
+const NAME_A: &str = "isp-a.example";
+const NAME_B: &str = "backbone-b.example";
+const NAME_C: &str = "isp-c.example";
+/// Corpus messages sent through the ring.
+const CORPUS: &[&str] = &[
+    "debian-spamassassin-sample-nonspam.eml",
+    "flanker-bilingual-simple.eml",
+    "flanker-apache-message-news-mime.eml",
+];
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn sh(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Stops every Postfix instance, removes the loopback addresses and restores the default
+/// instance's `alternate_config_directories`, also when the test fails.
+#[derive(Default)]
+struct Guard {
+    addrs: Vec<String>,
+    instances: Vec<PathBuf>,
+    alt_before: Option<String>,
+    created_main_cf: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for d in &self.instances {
+            let _ = sh(&["postfix", "-c", d.to_str().unwrap(), "stop"]);
+        }
+        for a in &self.addrs {
+            let _ = sh(&["ip", "addr", "del", &format!("{a}/32"), "dev", "lo"]);
+        }
+        if self.created_main_cf {
+            let _ = std::fs::remove_file("/etc/postfix/main.cf");
+        } else if let Some(v) = &self.alt_before {
+            let _ = sh(&["postconf", "-e", &format!("alternate_config_directories = {v}")]);
+        }
+    }
+}
+
+/// One Postfix instance's configuration.
+struct Instance {
+    dir: PathBuf,
+    ip: &'static str,
+    host: &'static str,
+    milter_port: u16,
+    transport: Vec<(String, String)>,
+    local_domain: Option<&'static str>,
+    sasl: bool,
+}
+
+impl Instance {
+    fn write(&self) {
+        let d = &self.dir;
+        for sub in ["queue", "data", "mail", "sasl"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        sh(&["chown", "postfix", d.join("data").to_str().unwrap()]);
+        sh(&["chown", "nobody:nogroup", d.join("mail").to_str().unwrap()]);
+        let dd = d.display();
+        let transport = if self.transport.is_empty() {
+            String::new()
+        } else {
+            let t: Vec<String> = self.transport.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("transport_maps = inline:{{{}}}\n", t.join(", "))
+        };
+        let vdomain = self.local_domain.unwrap_or("");
+        let main = format!(
+            "compatibility_level = 3.6
+queue_directory = {dd}/queue
+data_directory = {dd}/data
+maillog_file = {dd}/maillog
+maillog_file_prefixes = {dd}
+myhostname = {host}
+myorigin = $myhostname
+mydestination =
+inet_interfaces = {ip}
+inet_protocols = ipv4
+smtp_bind_address = {ip}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+{transport}smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+biff = no
+append_dot_mydomain = no
+smtpd_milters = inet:127.0.0.1:{mp}
+milter_default_action = accept
+milter_protocol = 6
+milter_connect_timeout = 2s
+milter_command_timeout = 5s
+milter_content_timeout = 10s
+milter_end_of_data_macros = i
+milter_mail_macros = i {{auth_type}} {{auth_authen}} {{mail_addr}}
+virtual_mailbox_domains = {vdomain}
+virtual_mailbox_base = {dd}/mail
+virtual_mailbox_maps = static:maildir/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+smtpd_sasl_auth_enable = {sasl}
+cyrus_sasl_config_path = {dd}/sasl
+smtpd_sasl_path = smtpd
+",
+            host = self.host,
+            ip = self.ip,
+            mp = self.milter_port,
+            sasl = if self.sasl { "yes" } else { "no" },
+        );
+        std::fs::write(d.join("main.cf"), main).unwrap();
+        let ip = self.ip;
+        let master = format!(
+            "{ip}:{SMTP_PORT} inet n - n - - smtpd
+{ip}:{PLAIN_PORT} inet n - n - - smtpd -o smtpd_milters=
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"
+        );
+        std::fs::write(d.join("master.cf"), master).unwrap();
+        if self.sasl {
+            // Cyrus SASL with a private sasldb: the customer account `alice`.
+            let db = d.join("sasldb2");
+            std::fs::write(
+                d.join("sasl/smtpd.conf"),
+                format!(
+                    "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {}\n",
+                    db.display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("saslpasswd2")
+                .args(["-p", "-c", "-f", db.to_str().unwrap(), "-u", self.host, "alice"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(b"secret").unwrap();
+            assert!(child.wait().unwrap().success(), "saslpasswd2 failed");
+            sh(&["chown", "postfix", db.to_str().unwrap()]);
+        }
+    }
+
+    fn start(&self) {
+        let (ok, out) = sh(&["postfix", "-c", self.dir.to_str().unwrap(), "start"]);
+        assert!(ok, "postfix start {} failed: {out}\n{}", self.host, self.maillog());
+    }
+
+    fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+
+    /// Files delivered into the Maildir.
+    fn delivered(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("mail/maildir/new"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// A minimal SMTP client: one transaction per connection; returns the queue id.
+struct Smtp<'a> {
+    server: String,
+    auth: Option<(&'a str, &'a str)>,
+}
+
+fn reply(r: &mut BufReader<TcpStream>) -> Result<String, String> {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.is_empty() {
+            return Err(format!("connection closed after {all:?}"));
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    if all.starts_with('2') || all.starts_with('3') {
+        Ok(all)
+    } else {
+        Err(all)
+    }
+}
+
+fn cmd(w: &mut TcpStream, r: &mut BufReader<TcpStream>, c: &str) -> Result<String, String> {
+    w.write_all(format!("{c}\r\n").as_bytes()).map_err(|e| e.to_string())?;
+    reply(r)
+}
+
+impl Smtp<'_> {
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> Result<String, String> {
+        let stream = TcpStream::connect(&self.server).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        reply(&mut r)?;
+        cmd(&mut w, &mut r, "EHLO client.test")?;
+        if let Some((u, p)) = self.auth {
+            cmd(&mut w, &mut r, &format!("AUTH PLAIN {}", base64_plain(&format!("\0{u}\0{p}"))))?;
+        }
+        cmd(&mut w, &mut r, &format!("MAIL FROM:<{from}>"))?;
+        cmd(&mut w, &mut r, &format!("RCPT TO:<{to}>"))?;
+        cmd(&mut w, &mut r, "DATA")?;
+        w.write_all(&dot_stuff(data)).map_err(|e| e.to_string())?;
+        let done = cmd(&mut w, &mut r, ".")?;
+        let _ = cmd(&mut w, &mut r, "QUIT");
+        Ok(done.rsplit("queued as ").next().unwrap_or("").trim().to_string())
+    }
+}
+
+/// Base64 without a dependency (for AUTH PLAIN only).
+fn base64_plain(s: &str) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// CRLF line ends and dot-stuffing for DATA.
+fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let text = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// The `mfp1` that `ringlog fingerprint --json` gives for a file.
+fn cli_mfp1(path: &Path) -> String {
+    let out = run_ok(&["fingerprint", "--json", path.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    v["mfp1"].as_str().unwrap().to_string()
+}
+
+/// The hop records that `member` wrote with fingerprint `mfp1`, as (prev, next) in the JSON of
+/// the entries.
+fn records(node: &Node, mfp1: &str) -> Vec<(Value, Value)> {
+    let v = node.get(&format!("/v1/search?mfp1={mfp1}"));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["member"] == node.name.as_str())
+        .map(|e| {
+            let hop = &e["entry"]["body"]["hop"];
+            (hop["prev"].clone(), hop["next"].clone())
+        })
+        .collect()
+}
+
+fn set_milter(node: &Node, port: u16, routes: &[(&str, &str)]) {
+    let cfg = std::fs::read_to_string(node.config()).unwrap();
+    let marker = "[milter]\nlisten = \"\"";
+    assert!(cfg.contains(marker), "unexpected config layout:\n{cfg}");
+    let mut text = cfg.replace(marker, &format!("[milter]\nlisten = \"127.0.0.1:{port}\""));
+    if !routes.is_empty() {
+        let entries: Vec<String> =
+            routes.iter().map(|(d, to)| format!("\"{d}\" = \"{to}\"\n")).collect();
+        if text.contains("[milter.routes]\n") {
+            text = text
+                .replace("[milter.routes]\n", &format!("[milter.routes]\n{}", entries.concat()));
+        } else {
+            text.push_str(&format!("\n[milter.routes]\n{}", entries.concat()));
+        }
+    }
+    std::fs::write(node.config(), text).unwrap();
+}
+
+#[test]
+fn postfix_ring() {
+    let ci = std::env::var_os("CI").is_some();
+    let missing: Vec<&str> = ["postfix", "postconf", "swaks", "saslpasswd2", "ip"]
+        .into_iter()
+        .filter(|c| !have(c))
+        .collect();
+    if !is_root() || !missing.is_empty() {
+        assert!(!ci, "under CI the Postfix test needs root and {missing:?}");
+        eprintln!("note: skipping the Postfix test (needs root and postfix, swaks, saslpasswd2)");
+        return;
+    }
+    let Some(shared) = ringlog_e2e::shared() else { return };
+    let corpus = shared.join("corpus/real");
+    let t0 = Instant::now();
+
+    let tmp = tempfile::tempdir().unwrap();
+    // Postfix daemons run as `postfix` and must reach their queue directories.
+    sh(&["chmod", "755", tmp.path().to_str().unwrap()]);
+    let mut guard = Guard::default();
+
+    // --- the ring: three founding members, each with a milter ---
+    let (ma, mb, mc) = (free_port(), free_port(), free_port());
+    let mut a = Node::init(&tmp.path().join("node-a"), NAME_A, &["--mail-host", IP_A]);
+    let mut b = Node::init(&tmp.path().join("node-b"), NAME_B, &["--mail-host", IP_B]);
+    let mut c =
+        Node::init(&tmp.path().join("node-c"), NAME_C, &["--mail-host", IP_C, "--domain", DEST]);
+    let genesis = tmp.path().join("genesis.json");
+    run_ok(&[
+        "genesis",
+        "--ring",
+        "postfix-ring",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--member",
+        a.dir.to_str().unwrap(),
+        "--member",
+        b.dir.to_str().unwrap(),
+        "--member",
+        c.dir.to_str().unwrap(),
+    ]);
+    // Founding members are all backbone, so ring routing from A would go straight to C; A's
+    // transport map sends DEST through B, and A's milter is told the same.
+    let to_b = format!("member:{NAME_B}");
+    set_milter(&a, ma, &[(DEST, &to_b)]);
+    set_milter(&b, mb, &[]);
+    set_milter(&c, mc, &[]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+
+    // --- three Postfix instances ---
+    for ip in [IP_A, IP_B, IP_C] {
+        let (ok, out) = sh(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+        assert!(ok || out.contains("File exists"), "ip addr add {ip}: {out}");
+        guard.addrs.push(ip.to_string());
+    }
+    let relay = |ip: &str| format!("smtp:[{ip}]:{SMTP_PORT}");
+    let pa = Instance {
+        dir: tmp.path().join("pf-a"),
+        ip: IP_A,
+        host: "mx.isp-a.example",
+        milter_port: ma,
+        transport: vec![(DEST.into(), relay(IP_B)), ("perf.example".into(), "discard:".into())],
+        local_domain: None,
+        sasl: true,
+    };
+    let pb = Instance {
+        dir: tmp.path().join("pf-b"),
+        ip: IP_B,
+        host: "mx.backbone-b.example",
+        milter_port: mb,
+        transport: vec![(DEST.into(), relay(IP_C))],
+        local_domain: None,
+        sasl: false,
+    };
+    let pc = Instance {
+        dir: tmp.path().join("pf-c"),
+        ip: IP_C,
+        host: "mx.isp-c.example",
+        milter_port: mc,
+        transport: vec![],
+        local_domain: Some(DEST),
+        sasl: false,
+    };
+    let dirs: Vec<String> = [&pa, &pb, &pc].iter().map(|i| i.dir.display().to_string()).collect();
+    if Path::new("/etc/postfix/main.cf").exists() {
+        let (_, before) = sh(&["postconf", "-h", "alternate_config_directories"]);
+        guard.alt_before = Some(before.trim().to_string());
+    } else {
+        std::fs::write("/etc/postfix/main.cf", "compatibility_level = 3.6\n").unwrap();
+        guard.created_main_cf = true;
+    }
+    let (ok, out) =
+        sh(&["postconf", "-e", &format!("alternate_config_directories = {}", dirs.join(", "))]);
+    assert!(ok, "postconf: {out}");
+    for i in [&pa, &pb, &pc] {
+        i.write();
+        guard.instances.push(i.dir.clone());
+        i.start();
+    }
+    eprintln!("setup took {:?}", t0.elapsed());
+
+    // --- corpus mail from an authenticated customer of A to C's domain ---
+    let customer = Smtp {
+        server: format!("{IP_A}:{SMTP_PORT}"),
+        auth: Some(("alice@mx.isp-a.example", "secret")),
+    };
+    let mut sent = Vec::new();
+    for (k, name) in CORPUS.iter().enumerate() {
+        let data = std::fs::read(corpus.join(name)).unwrap();
+        let qid = customer
+            .send("alice@isp-a.example", &format!("user{k}@{DEST}"), &data)
+            .unwrap_or_else(|e| panic!("sending {name}: {e}\n{}", pa.maillog()));
+        sent.push((name, qid));
+    }
+    wait_until(Duration::from_secs(30), "corpus mail delivered at C", || {
+        pc.delivered().len() >= CORPUS.len()
+    });
+    let delivered = pc.delivered();
+    let original: std::collections::BTreeSet<String> =
+        CORPUS.iter().map(|n| cli_mfp1(&corpus.join(n))).collect();
+    for file in &delivered {
+        let mfp1 = cli_mfp1(file);
+        let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
+        assert!(
+            original.contains(&mfp1),
+            "delivered copy {} has a fingerprint no sent message has",
+            file.display()
+        );
+        let tags: Vec<&str> = text.lines().filter(|l| l.starts_with("X-Ringlog:")).collect();
+        assert_eq!(tags.len(), 3, "one X-Ringlog per hop in {text}");
+        for t in &tags {
+            assert!(t.contains(&mfp1) && t.contains("trust=trusted"), "{t}");
+        }
+        // A: customer -> B; B: A -> C; C: B -> local.
+        let ra = records(&a, &mfp1);
+        let rb = records(&b, &mfp1);
+        let rc = records(&c, &mfp1);
+        assert_eq!(ra.len(), 1, "A's records for {mfp1}: {ra:?}\n{}", a.log());
+        assert!(ra[0].0.get("customer").is_some(), "A prev {:?}", ra[0].0);
+        assert_eq!(ra[0].1["member"]["name"], NAME_B);
+        assert_eq!(rb.len(), 1, "B's records: {rb:?}");
+        assert_eq!(rb[0].0["member"]["name"], NAME_A);
+        assert_eq!(rb[0].1["member"]["name"], NAME_C);
+        assert_eq!(rc.len(), 1, "C's records: {rc:?}");
+        assert_eq!(rc[0].0["member"]["name"], NAME_B);
+        assert_eq!(rc[0].1["local"]["domain"], DEST);
+        // The customer's account is never in the log.
+        assert!(!ra[0].0.to_string().contains("alice"));
+    }
+    eprintln!(
+        "corpus: {} messages A -> B -> C, records checked ({:?})",
+        delivered.len(),
+        t0.elapsed()
+    );
+
+    // --- mail handed to B from outside the ring ---
+    let (ok, out) = sh(&[
+        "swaks",
+        "--server",
+        &format!("{IP_B}:{SMTP_PORT}"),
+        "--local-interface",
+        IP_OUTSIDE,
+        "--helo",
+        "outsider.test",
+        "--from",
+        "someone@outsider.test",
+        "--to",
+        &format!("victim@{DEST}"),
+        "--header",
+        "Subject: from outside the ring",
+        "--body",
+        "untrusted hello",
+    ]);
+    assert!(ok, "swaks: {out}");
+    let before = delivered.len();
+    wait_until(Duration::from_secs(20), "outsider mail delivered at C", || {
+        pc.delivered().len() > before
+    });
+    let file = pc.delivered().into_iter().find(|f| !delivered.contains(f)).unwrap();
+    let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+    let mfp1 = cli_mfp1(&file);
+    let b_tag = text
+        .lines()
+        .find(|l| l.starts_with("X-Ringlog:") && l.contains(NAME_B))
+        .unwrap_or_else(|| panic!("no X-Ringlog from B in {text}"));
+    assert!(b_tag.contains("trust=untrusted") && b_tag.contains(&mfp1), "{b_tag}");
+    assert!(text.contains("X-Ringlog-Spam-Score:"), "{text}");
+    let rb = records(&b, &mfp1);
+    assert_eq!(rb.len(), 1, "{rb:?}");
+    assert_eq!(rb[0].0["external"]["ip"], IP_OUTSIDE);
+    assert_eq!(rb[0].0["external"]["helo"], "outsider.test");
+    assert_eq!(rb[0].1["member"]["name"], NAME_C);
+    eprintln!("outsider: marked untrusted at B ({:?})", t0.elapsed());
+
+    // --- a killed node never stops mail; after a restart it records again ---
+    b.kill();
+    let plain = Smtp { server: format!("{IP_A}:{SMTP_PORT}"), auth: customer.auth };
+    let msg = |s: &str| {
+        format!("From: alice@isp-a.example\r\nTo: x@{DEST}\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\nSubject: {s}\r\nMessage-ID: <{s}@isp-a.example>\r\n\r\n{s}\r\n")
+    };
+    let n0 = pc.delivered().len();
+    plain
+        .send("alice@isp-a.example", &format!("x@{DEST}"), msg("while-b-down").as_bytes())
+        .unwrap();
+    wait_until(Duration::from_secs(20), "mail delivered while B's node is down", || {
+        pc.delivered().len() > n0
+    });
+    b.start();
+    let n1 = pc.delivered().len();
+    plain.send("alice@isp-a.example", &format!("x@{DEST}"), msg("after-b-up").as_bytes()).unwrap();
+    wait_until(Duration::from_secs(20), "mail delivered after B's restart", || {
+        pc.delivered().len() > n1
+    });
+    let fp = |s: &str| ringlog_protocol::fingerprint::fingerprint(msg(s).as_bytes()).mfp1.to_hex();
+    assert_eq!(records(&b, &fp("while-b-down")).len(), 0);
+    assert_eq!(records(&c, &fp("while-b-down")).len(), 1);
+    assert_eq!(records(&b, &fp("after-b-up")).len(), 1, "B records again after its restart");
+    eprintln!("node down/up: mail flowed, records resumed ({:?})", t0.elapsed());
+
+    // --- throughput and latency through A, with and without the milter (same run) ---
+    let perf = |port: u16, n: usize, threads: usize| -> (f64, Duration) {
+        let start = Instant::now();
+        let lat: Vec<Duration> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let client =
+                            Smtp { server: format!("{IP_A}:{port}"), auth: None };
+                        let mut lat = Vec::new();
+                        for i in 0..n / threads {
+                            let m = format!("From: p@perf.test\r\nTo: sink@perf.example\r\nSubject: perf {port} {t} {i}\r\n\r\nbody {i}\r\n");
+                            let t1 = Instant::now();
+                            client.send("p@perf.test", "sink@perf.example", m.as_bytes()).unwrap();
+                            lat.push(t1.elapsed());
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+        let mean = lat.iter().sum::<Duration>() / lat.len().max(1) as u32;
+        (rate, mean)
+    };
+    let _ = perf(PLAIN_PORT, 20, 2); // warm up both paths
+    let _ = perf(SMTP_PORT, 20, 2);
+    let (r_plain, l_plain) = perf(PLAIN_PORT, 200, 4);
+    let (r_milter, l_milter) = perf(SMTP_PORT, 200, 4);
+    let (_, s_plain) = perf(PLAIN_PORT, 40, 1);
+    let (_, s_milter) = perf(SMTP_PORT, 40, 1);
+    let ratio = r_milter / r_plain;
+    eprintln!(
+        "perf: without milter {r_plain:.0} msg/s (mean {l_plain:?}), with milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> {s_milter:?} (+{:?})",
+        ratio * 100.0,
+        s_milter.saturating_sub(s_plain)
+    );
+    // Shared 2-core machines are noisy: the target is 80%; fail only far below it.
+    assert!(ratio > 0.5, "the milter costs too much throughput: {:.0}%", ratio * 100.0);
+    assert!(a.log().contains("milter recorded message"));
+    eprintln!("postfix test took {:?}", t0.elapsed());
+    drop(guard);
+}
