@@ -40,10 +40,42 @@ pub const MAX_SERVING: usize = 4;
 /// Conflicts kept in the store's meta area (the first ones; later ones are only logged).
 const MAX_STORED_CONFLICTS: u64 = 1000;
 
-/// The members of the ring: the single source of membership for replication. Today the
-/// genesis members; to become the roster's members in good standing.
+/// The members of the ring: the single source of membership for replication. The roster's
+/// members in good standing (at first the genesis members; admissions and expulsions in the
+/// logs change it). Expelled members' node keys are refused and their logs no longer followed.
 pub fn members(shared: &Shared) -> Vec<MemberInfo> {
-    shared.genesis.members.clone()
+    members_of(&shared.roster.roster())
+}
+
+fn members_of(roster: &ringlog_protocol::roster::Roster) -> Vec<MemberInfo> {
+    roster
+        .members()
+        .filter(|m| matches!(m.status, ringlog_protocol::roster::Status::Active))
+        .map(|m| m.info.clone())
+        .collect()
+}
+
+/// The network's allow-list for a member set (everyone but this node).
+fn net_members(all: &[MemberInfo], me: &ringlog_protocol::PublicKey) -> Vec<net::Member> {
+    let mut out = Vec::new();
+    for m in all.iter().filter(|m| m.node_key != *me) {
+        let peer = match net::peer_id_from_ed25519(&m.node_key.0 .0) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(member = %m.name, error = %e, "member node key unusable; skipped");
+                continue;
+            }
+        };
+        let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        out.push(net::Member { peer, addrs });
+    }
+    out
+}
+
+fn rep_members(shared: &Shared, all: &[MemberInfo]) -> Vec<rep::Member> {
+    all.iter()
+        .map(|m| rep::Member { log: m.log_key, origin: shared.genesis.origin(&m.name) })
+        .collect()
 }
 
 /// Gossip topic names of a ring: (entries, checkpoints).
@@ -53,6 +85,7 @@ pub fn topics(ring_tag: &str) -> (String, String) {
 
 enum Input {
     Net(NetEvent),
+    Members(Vec<rep::Member>),
     Done(Event<PeerId>),
     Tick,
 }
@@ -73,26 +106,11 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
 
     let me = shared.identity.node_key.public();
     let all = members(&shared);
-    let mut net_members = Vec::new();
-    for m in all.iter().filter(|m| m.node_key != me) {
-        let peer = match net::peer_id_from_ed25519(&m.node_key.0 .0) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(member = %m.name, error = %e, "member node key unusable; skipped");
-                continue;
-            }
-        };
-        let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        net_members.push(net::Member { peer, addrs });
-    }
-    net.set_members(net_members).await;
+    net.set_members(net_members(&all, &me)).await;
 
     let own = shared.identity.log_id();
-    let rep_members: Vec<rep::Member> = all
-        .iter()
-        .map(|m| rep::Member { log: m.log_key, origin: shared.genesis.origin(&m.name) })
-        .collect();
-    let mut replica: Replica<PeerId> = Replica::new(own, &rep_members);
+    let followed = rep_members(&shared, &all);
+    let mut replica: Replica<PeerId> = Replica::new(own, &followed);
     let store = shared.store.clone();
     let logs = replica.logs();
     let states = tokio::task::spawn_blocking(move || {
@@ -109,6 +127,21 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(forward(shared.clone(), net.clone(), events, core_tx.clone())));
     tasks.push(tokio::spawn(publish(shared.clone(), net.clone(), entries_topic.clone(), cp_topic)));
+    {
+        // Roster changes: new allow-list, new set of followed logs.
+        let (tx, sh, net) = (core_tx.clone(), shared.clone(), net.clone());
+        let mut watch = shared.roster.subscribe();
+        tasks.push(tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let roster = watch.borrow_and_update().clone();
+                let all = members_of(&roster);
+                net.set_members(net_members(&all, &me)).await;
+                if tx.send(Input::Members(rep_members(&sh, &all))).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
     {
         let tx = core_tx.clone();
         let every = Duration::from_millis(shared.cfg.p2p.sync_interval_ms.max(50));
@@ -294,6 +327,9 @@ fn set_gauge(shared: &Shared, name: &str, v: u64) {
     }
 }
 
+/// An event waiting to be handled, with the gossip message it answers, if any.
+type Pending = (Event<PeerId>, Option<(net::MessageId, PeerId)>);
+
 struct Core {
     shared: Arc<Shared>,
     net: NetHandle,
@@ -330,6 +366,20 @@ impl Core {
                     pending.push_back((Event::Gossip { from, topic, data }, Some((id, from))));
                 }
                 Input::Net(NetEvent::Request { .. }) => {}
+                Input::Members(members) => {
+                    let before = self.replica.logs();
+                    self.replica.set_members(&members);
+                    for log in self.replica.logs().into_iter().filter(|l| !before.contains(l)) {
+                        match load_state(&*self.shared.store, &log) {
+                            Ok(st) => self.replica.load(&log, st),
+                            Err(e) => tracing::error!(error = %e, "cannot load a new member's log"),
+                        }
+                    }
+                    tracing::info!(
+                        logs = self.replica.logs().len(),
+                        "roster changed: members updated"
+                    );
+                }
             }
             while let Some((ev, gossip)) = pending.pop_front() {
                 for action in self.replica.handle(ev) {
@@ -347,7 +397,7 @@ impl Core {
         &mut self,
         action: Action<PeerId>,
         gossip: Option<&(net::MessageId, PeerId)>,
-        pending: &mut VecDeque<(Event<PeerId>, Option<(net::MessageId, PeerId)>)>,
+        pending: &mut VecDeque<Pending>,
     ) {
         let store = &*self.shared.store;
         match action {
@@ -378,6 +428,10 @@ impl Core {
                         Ok(st) => self.replica.load(&log, st),
                         Err(e) => tracing::error!(error = %e, "cannot reload the log state"),
                     }
+                } else {
+                    // Governance entries in replicated logs change the roster.
+                    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode()).collect();
+                    self.shared.on_appended(&log, &encoded);
                 }
             }
             Action::StoreCheckpoint { log, size, note } => {
