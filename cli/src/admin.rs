@@ -134,6 +134,28 @@ pub enum NodeCmd {
     Run(ConfigArg),
     /// Verify the node's store end to end (entries, signatures, Merkle nodes, checkpoints).
     Check(CheckArgs),
+    /// Fault injection for tests: flip one bit of a stored entry or checkpoint (node stopped).
+    #[command(hide = true)]
+    DangerFlipBit(FlipArgs),
+}
+
+#[derive(Args)]
+pub struct FlipArgs {
+    /// Config file.
+    #[arg(long, short, default_value = CONFIG_FILE)]
+    config: PathBuf,
+    /// Member name or log id.
+    #[arg(long)]
+    log: String,
+    /// Flip a bit of this entry.
+    #[arg(long, conflicts_with = "checkpoint")]
+    entry: Option<u64>,
+    /// Flip a bit of the checkpoint stored under this size (an ASCII byte of the note).
+    #[arg(long)]
+    checkpoint: Option<u64>,
+    /// Which bit.
+    #[arg(long, default_value_t = 0)]
+    bit: usize,
 }
 
 #[derive(Args)]
@@ -165,6 +187,34 @@ pub async fn node(c: NodeCmd) -> anyhow::Result<ExitCode> {
         NodeCmd::Run(a) => {
             let cfg = load_config(&a.config)?;
             ringlog_node::node::run(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCmd::DangerFlipBit(a) => {
+            use ringlog_node::store::Store as _;
+            let cfg = load_config(&a.config)?;
+            let store = ringlog_node::store::SledStore::open(&cfg.data_dir.join("store"))?;
+            let genesis = Genesis::from_json(&std::fs::read_to_string(&cfg.genesis)?)?;
+            let log = genesis
+                .members
+                .iter()
+                .find(|m| m.name == a.log)
+                .map(|m| m.log_key)
+                .or_else(|| ringlog_protocol::LogId::from_hex(&a.log))
+                .context("unknown log")?;
+            if let Some(i) = a.entry {
+                store.danger_flip_entry_bit(&log, i, a.bit)?;
+            } else if let Some(size) = a.checkpoint {
+                let note = store.checkpoint(&log, size)?.context("no checkpoint at that size")?;
+                let mut bytes = note.into_bytes();
+                let ascii: Vec<usize> =
+                    (0..bytes.len()).filter(|&i| bytes[i] < 0x80 && bytes[i] != b'\n').collect();
+                let i = ascii[(a.bit / 7) % ascii.len()];
+                bytes[i] ^= 1 << (a.bit % 7);
+                store.put_checkpoint(&log, size, &String::from_utf8(bytes)?)?;
+            } else {
+                bail!("give --entry or --checkpoint");
+            }
+            store.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         NodeCmd::Check(a) => {

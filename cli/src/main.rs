@@ -2,6 +2,7 @@
 //! directly for offline work.
 
 mod admin;
+mod demo;
 mod investigate;
 mod query;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole system on one machine: a five-member ring, mail, traces, evidence, audit, expulsion.
+    Demo(demo::DemoArgs),
     /// Create keys, a config and a one-member genesis for a standalone node.
     Init(admin::InitArgs),
     /// Build a ring's genesis from the directories of its founding members.
@@ -56,7 +59,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // The demo narrates on its own; its nodes' logs are for when something goes wrong.
+    let quiet = matches!(cli.cmd, Cmd::Demo(_));
+    init_tracing(cli.log_json, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.cmd {
+            Cmd::Demo(a) => demo::demo(a).await,
             Cmd::Init(a) => admin::init(a),
             Cmd::Genesis(a) => admin::genesis(a),
             Cmd::Node(c) => admin::node(c).await,
@@ -91,10 +97,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, quiet: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RINGLOG_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,sled=warn"));
+    let default = if quiet { "error" } else { "info,libp2p=warn,sled=warn" };
+    let filter = EnvFilter::try_from_env("RINGLOG_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         b.json().init();

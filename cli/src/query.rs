@@ -165,7 +165,11 @@ pub async fn append(a: AppendArgs) -> anyhow::Result<ExitCode> {
         json!({ "from": a.from, "to": a.to, "queue_id": a.queue_id, "rcpt_count": a.rcpt_count });
     match (&a.file, &a.fingerprint) {
         (Some(f), _) => {
-            let x = fp(&read_message(f)?);
+            let raw = read_message(f)?;
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                bail!("{} is empty: not a message", f.display());
+            }
+            let x = fp(&raw);
             req["mfp1"] = json!(x.mfp1);
             req["mfp1_lite"] = json!(x.mfp1_lite);
             req["body"] = json!(x.body);

@@ -83,11 +83,14 @@ pub fn router(shared: Arc<Shared>, listener: Listener) -> Router {
         .route("/v1/logs/{log}/proof/inclusion", get(inclusion))
         .route("/v1/logs/{log}/proof/consistency", get(consistency))
         .route("/v1/search", get(search))
+        .route("/v1/roster", get(roster))
+        .route("/v1/trust", get(trust))
+        .route("/v1/route", get(route))
         .layer(DefaultBodyLimit::max(shared.cfg.api.max_body_bytes))
         .with_state(shared.clone())
         // --- investigation: GET /v1/trace, GET /v1/evidence (see investigate.rs) ---
         .merge(crate::investigate::router(shared))
-        // --- end investigation ---
+    // --- end investigation ---
 }
 
 async fn healthz(State(s): Ctx) -> Json<Value> {
@@ -158,7 +161,7 @@ async fn append_socket(
     State(s): Ctx,
     body: Result<Json<AppendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| bad(e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     do_append(&s, body).await
 }
 
@@ -181,7 +184,7 @@ async fn append_tcp(
     if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
         return Err(ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()));
     }
-    let Json(body) = body.map_err(|e| bad(e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     do_append(&s, body).await
 }
 
@@ -417,4 +420,38 @@ async fn search(
         )))
     })
     .await
+}
+
+async fn roster(State(s): Ctx) -> Json<Value> {
+    let r = s.roster.roster();
+    let members: Vec<Value> = r.members().map(|m| json!(m)).collect();
+    let refused: Vec<Value> = s
+        .roster
+        .refusals()
+        .iter()
+        .map(|(log, index, why)| json!({ "log": log, "member": s.name_of(log), "index": index, "reason": why.to_string() }))
+        .collect();
+    Json(json!({ "ring_id": r.ring_id(), "members": members, "refused": refused }))
+}
+
+#[derive(Deserialize)]
+struct HostQ {
+    host: String,
+}
+
+async fn trust(State(s): Ctx, Query(q): Query<HostQ>) -> Json<Value> {
+    let v = s.roster.roster().trust(&q.host);
+    Json(json!({ "host": q.host, "trust": v.trust, "member": v.member }))
+}
+
+#[derive(Deserialize)]
+struct DomainQ {
+    domain: String,
+    from: Option<String>,
+}
+
+async fn route(State(s): Ctx, Query(q): Query<DomainQ>) -> Json<Value> {
+    let me = q.from.clone().unwrap_or_else(|| s.cfg.name.clone());
+    let r = s.roster.roster().route(&me, &q.domain);
+    Json(json!({ "from": me, "domain": q.domain, "next": r }))
 }

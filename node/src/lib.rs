@@ -5,6 +5,7 @@ pub mod api;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod hop;
 pub mod governance;
 pub mod identity;
