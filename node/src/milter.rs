@@ -76,6 +76,11 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                 continue;
             }
         };
+        // Milter packets are small request/answer pairs: Nagle's algorithm would hold each
+        // answer back until the MTA's delayed ACK (about 40 ms per message).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "milter: TCP_NODELAY not set");
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = MAX_CONNECTIONS, "milter connection refused: too many connections; the MTA applies its default action");
             drop(stream);
