@@ -96,6 +96,8 @@ pub struct Investigator {
     store: Arc<dyn Store>,
     genesis: Genesis,
     cache: Mutex<GovCache>,
+    /// The running node's live roster, when there is one; else the roster is folded here.
+    live: Option<Arc<Shared>>,
 }
 
 /// A trace with the abuse contacts of the members in it.
@@ -111,32 +113,53 @@ pub struct TraceAnswer {
 impl Investigator {
     /// An investigator over `store` for the ring of `genesis`.
     pub fn new(store: Arc<dyn Store>, genesis: Genesis) -> Investigator {
-        Investigator { store, genesis, cache: Mutex::new(GovCache::default()) }
+        Investigator { store, genesis, cache: Mutex::new(GovCache::default()), live: None }
     }
 
-    /// Reads governance entries appended since the last call and refolds the roster when
-    /// there are new ones; returns the roster.
+    /// An investigator that names members from a running node's live roster (no scan).
+    pub fn for_node(shared: Arc<Shared>) -> Investigator {
+        Investigator {
+            store: shared.store.clone(),
+            genesis: shared.genesis.clone(),
+            cache: Mutex::new(GovCache::default()),
+            live: Some(shared),
+        }
+    }
+
+    /// Reads the governance entries appended to `log` since the last scan of it; returns
+    /// whether there were any.
+    fn scan(&self, c: &mut GovCache, log: &LogId) -> Result<bool, Error> {
+        let size = self.store.size(log)?;
+        let mut from = c.scanned.get(log).copied().unwrap_or(0);
+        let mut found = false;
+        while from < size {
+            let to = size.min(from + SCAN_CHUNK);
+            for bytes in self.store.entries(log, from, to)? {
+                if is_hop_bytes(&bytes) == Some(true) {
+                    continue;
+                }
+                let Ok(e) = SignedEntry::decode(&bytes) else { continue };
+                if e.hop().is_none() {
+                    c.gov.entry(*log).or_default().push(e);
+                    found = true;
+                }
+            }
+            from = to;
+        }
+        c.scanned.insert(*log, size);
+        Ok(found)
+    }
+
+    /// The roster: the node's live one, or folded from genesis and the governance entries
+    /// read since the last call (the first call reads every log).
     pub fn roster(&self) -> Result<Roster, Error> {
+        if let Some(sh) = &self.live {
+            return Ok((*sh.roster.roster()).clone());
+        }
         let mut c = self.cache.lock().map_err(|_| store::Error::Failed)?;
         let mut changed = c.roster.is_none();
         for log in self.store.logs()? {
-            let size = self.store.size(&log)?;
-            let mut from = c.scanned.get(&log).copied().unwrap_or(0);
-            while from < size {
-                let to = size.min(from + SCAN_CHUNK);
-                for bytes in self.store.entries(&log, from, to)? {
-                    if is_hop_bytes(&bytes) == Some(true) {
-                        continue;
-                    }
-                    let Ok(e) = SignedEntry::decode(&bytes) else { continue };
-                    if e.hop().is_none() {
-                        c.gov.entry(log).or_default().push(e);
-                        changed = true;
-                    }
-                }
-                from = to;
-            }
-            c.scanned.insert(log, size);
+            changed |= self.scan(&mut c, &log)?;
         }
         if changed {
             let (r, _refused) = Roster::fold(&self.genesis, &c.gov);
@@ -235,15 +258,24 @@ impl Investigator {
         // Admissions back to genesis: each non-genesis writer's, then its sponsor's, ...
         let mut admissions = Vec::new();
         let mut done: Vec<String> = Vec::new();
-        let c = self.cache.lock().map_err(|_| store::Error::Failed)?;
+        let mut c = self.cache.lock().map_err(|_| store::Error::Failed)?;
         while let Some(name) = writers.pop() {
             if done.contains(&name) || self.genesis.members.iter().any(|m| m.name == name) {
                 continue;
             }
             done.push(name.clone());
+            // Only the sponsor's log can hold the admission: read what is new of it.
+            let sponsor_log = roster
+                .member(&name)
+                .and_then(|m| m.sponsor.as_deref())
+                .and_then(|s| roster.member(s))
+                .map(|m| m.info.log_key)
+                .ok_or_else(|| Error::NoAdmission(name.clone()))?;
+            self.scan(&mut c, &sponsor_log)?;
             let found = c
                 .gov
-                .values()
+                .get(&sponsor_log)
+                .into_iter()
                 .flatten()
                 .find(|e| matches!(&e.entry.body, Body::Admit(a) if a.member.name == name));
             let e = found.ok_or_else(|| Error::NoAdmission(name.clone()))?;
@@ -278,7 +310,7 @@ type Ctx = State<Arc<Investigator>>;
 
 /// The investigation routes (`/v1/trace`, `/v1/evidence`), merged into the node's router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let inv = Arc::new(Investigator::new(shared.store.clone(), shared.genesis.clone()));
+    let inv = Arc::new(Investigator::for_node(shared));
     Router::new()
         .route("/v1/trace", get(trace_route))
         .route("/v1/evidence", get(evidence_route))
@@ -306,21 +338,21 @@ struct Params {
     parts: Vec<Hash>,
 }
 
-fn params(q: &HashMap<String, String>) -> Result<Params, Response> {
-    let hash = |k: &str| -> Result<Option<Hash>, Response> {
+fn params(q: &HashMap<String, String>) -> Result<Params, String> {
+    let hash = |k: &str| -> Result<Option<Hash>, String> {
         q.get(k)
-            .map(|v| Hash::from_hex(v).ok_or_else(|| bad(format!("{k} must be 64 hex digits"))))
+            .map(|v| Hash::from_hex(v).ok_or_else(|| format!("{k} must be 64 hex digits")))
             .transpose()
     };
     let mut parts = Vec::new();
     if let Some(p) = q.get("parts") {
         for x in p.split(',').filter(|x| !x.is_empty()).take(ringlog_protocol::record::MAX_LIST) {
-            parts.push(Hash::from_hex(x).ok_or_else(|| bad("parts must be hex hashes".into()))?);
+            parts.push(Hash::from_hex(x).ok_or_else(|| "parts must be hex hashes".to_string())?);
         }
     }
     let p = Params { mfp1: hash("mfp1")?, lite: hash("mfp1_lite")?, body: hash("body")?, parts };
     if p.mfp1.is_none() && p.lite.is_none() && p.body.is_none() {
-        return Err(bad("give mfp1 (and optionally mfp1_lite), mfp1_lite, or body".into()));
+        return Err("give mfp1 (and optionally mfp1_lite), mfp1_lite, or body".into());
     }
     Ok(p)
 }
@@ -328,7 +360,7 @@ fn params(q: &HashMap<String, String>) -> Result<Params, Response> {
 async fn trace_route(State(inv): Ctx, Query(q): Query<HashMap<String, String>>) -> Response {
     let p = match params(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(msg) => return bad(msg),
     };
     let r = tokio::task::spawn_blocking(move || -> Result<Response, Error> {
         if let (Some(b), None) = (p.body, p.mfp1) {
@@ -347,7 +379,7 @@ async fn trace_route(State(inv): Ctx, Query(q): Query<HashMap<String, String>>) 
 async fn evidence_route(State(inv): Ctx, Query(q): Query<HashMap<String, String>>) -> Response {
     let p = match params(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(msg) => return bad(msg),
     };
     if p.mfp1.is_none() && p.lite.is_none() {
         return bad("give mfp1 (and optionally mfp1_lite) or mfp1_lite".into());
