@@ -287,3 +287,110 @@ fn forged_gossip_is_rejected_and_the_sender_penalised() {
     let heads = m0.heads();
     assert!(heads.get(&m1.name).is_none_or(|(s, _)| *s == 0), "nothing stored: {heads:?}");
 }
+
+/// Benchmark (opt-in: `RINGLOG_E2E_BENCH=1`): five nodes, ~1,000 appends/s each, for
+/// `RINGLOG_E2E_BENCH_SECS` (default 10) seconds. Reports p50/p99 of the time from the
+/// writer's acknowledgement to availability at every other node (sampled by polling each
+/// node's `/v1/logs` every 20 ms, so numbers carry up to ~20 ms of sampling delay).
+#[test]
+fn bench_replication_latency() {
+    if std::env::var_os("RINGLOG_E2E_BENCH").is_none() {
+        eprintln!("note: set RINGLOG_E2E_BENCH=1 to run the replication benchmark");
+        return;
+    }
+    let secs: u64 =
+        std::env::var("RINGLOG_E2E_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut ring = Ring::new(5);
+    ring.nodes.iter().for_each(tune);
+    ring.start_all();
+    std::thread::sleep(Duration::from_secs(2));
+    let nodes: Vec<&Node> = ring.nodes.iter().collect();
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let t0 = Instant::now();
+    // (writer, last index of the batch, ack time in ms since t0)
+    let (acks, seen) = std::thread::scope(|s| {
+        let writers: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                s.spawn(move || {
+                    let mut acks = Vec::new();
+                    let mut size = 0u64;
+                    let start = Instant::now();
+                    let mut k = 0u64;
+                    while start.elapsed() < Duration::from_secs(secs) {
+                        let reqs: Vec<Value> = (0..50)
+                            .map(|j| hop((i as u64) << 40 | (k * 50 + j), "customer:a", "local:x"))
+                            .collect();
+                        if n.append(&Value::Array(reqs)).is_ok() {
+                            size += 50;
+                            acks.push((i, size - 1, t0.elapsed().as_secs_f64() * 1e3));
+                        }
+                        k += 1;
+                        // 50 records every 50 ms: ~1,000 appends/s per node.
+                        let next = Duration::from_millis(50 * k);
+                        if let Some(d) = next.checked_sub(start.elapsed()) {
+                            std::thread::sleep(d);
+                        }
+                    }
+                    acks
+                })
+            })
+            .collect();
+        // Observers: per node, the time each (log, size) was first seen.
+        let observers: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut seen: Vec<(String, u64, f64)> = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(v) = n.try_get("/v1/logs") {
+                            let t = t0.elapsed().as_secs_f64() * 1e3;
+                            for l in v.as_array().into_iter().flatten() {
+                                let m = l["member"].as_str().unwrap_or("").to_string();
+                                seen.push((m, l["size"].as_u64().unwrap_or(0), t));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let acks: Vec<_> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        std::thread::sleep(Duration::from_secs(5));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen: Vec<_> = observers.into_iter().map(|h| h.join().unwrap()).collect();
+        (acks, seen)
+    });
+    let total = acks.len() as f64 * 50.0;
+    let mut lat = Vec::new();
+    let mut missing = 0;
+    for (w, idx, at) in &acks {
+        let mut worst: f64 = 0.0;
+        for (o, obs) in seen.iter().enumerate() {
+            if o == *w {
+                continue;
+            }
+            match obs.iter().find(|(m, size, _)| m == &names[*w] && *size > *idx) {
+                Some((_, _, t)) => worst = worst.max(t - at),
+                None => missing += 1,
+            }
+        }
+        lat.push(worst.max(0.0));
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+    eprintln!(
+        "bench: {total} appends in {secs} s ({:.0}/s aggregate), acknowledgement -> every other \
+         node: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms; never seen: {missing}",
+        total / secs as f64,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    assert_eq!(missing, 0);
+}
