@@ -35,7 +35,21 @@ const CORPUS: &[&str] = &[
     "flanker-apache-message-news-mime.eml",
 ];
 
+/// A system tool by name, from /usr/sbin or /sbin when PATH lacks them.
+fn tool(name: &str) -> String {
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    name.to_string()
+}
+
 fn have(cmd: &str) -> bool {
+    if Path::new(&tool(cmd)).is_absolute() {
+        return true;
+    }
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .output()
@@ -50,7 +64,7 @@ fn is_root() -> bool {
 }
 
 fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let out = Command::new(tool(args[0])).args(&args[1..]).output().unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
@@ -190,7 +204,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 ),
             )
             .unwrap();
-            let mut child = Command::new("saslpasswd2")
+            let mut child = Command::new(tool("saslpasswd2"))
                 .args(["-p", "-c", "-f", db.to_str().unwrap(), "-u", self.host, "alice"])
                 .stdin(std::process::Stdio::piped())
                 .spawn()
