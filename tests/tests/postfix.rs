@@ -539,6 +539,27 @@ fn postfix_ring() {
         // The customer's account is never in the log.
         assert!(!ra[0].0.to_string().contains("alice"));
     }
+    // `ringlog trace` on C (once replication brought A's and B's logs there and checkpoints
+    // cover the records): origin A, both member-to-member links confirmed.
+    let file = delivered[0].clone();
+    let mut last = String::new();
+    let traced = (0..60).any(|_| {
+        let (ok, out, err) =
+            ringlog_e2e::run(&["trace", file.to_str().unwrap(), "--json", "--node", &c.http]);
+        last = format!("{out}{err}");
+        let done = ok
+            && serde_json::from_str::<Value>(&out).is_ok_and(|v| {
+                v["origin"]["member"] == NAME_A
+                    && v["links"]
+                        .as_array()
+                        .is_some_and(|l| l.len() == 2 && l.iter().all(|x| x["confirmed"] == true))
+            });
+        if !done {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        done
+    });
+    assert!(traced, "ringlog trace did not find origin A with confirmed links:\n{last}");
     eprintln!(
         "corpus: {} messages A -> B -> C, records checked ({:?})",
         delivered.len(),
