@@ -53,6 +53,8 @@ pub struct Summary {
     pub traced_total: usize,
     /// Messages whose Received chain could not be mapped (corpus mode), by file.
     pub unmapped: Vec<String>,
+    /// Corpus files that are another file's message again (same fingerprint), replayed once.
+    pub duplicates: Vec<String>,
     /// Messages whose trace did not name the expected origin with every link confirmed.
     pub mistraced: Vec<String>,
     /// Evidence bundles exported and verified offline.
@@ -112,6 +114,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
             (d, false)
         }
     };
+    let base =
+        std::fs::canonicalize(&base).with_context(|| format!("resolving {}", base.display()))?;
     let result = run_in(&opts, &base).await;
     if !keep {
         let _ = std::fs::remove_dir_all(&base);
@@ -223,11 +227,20 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
     if let Some(corpus) = &opts.corpus {
         let msgs = read_corpus(corpus)?;
         say(format!("replaying {} real messages from {}", msgs.len(), corpus.display()));
+        let mut seen_fp: BTreeMap<Hash, String> = BTreeMap::new();
         for (file, raw) in msgs {
             let Some(replay) = prepare(&file, &raw) else {
                 summary.unmapped.push(file);
                 continue;
             };
+            // The same message stored twice (another hop's copy, other line ends) is one
+            // message to the ring: replaying it again would give it two entry points.
+            let delivered = fingerprint(&raw).mfp1;
+            if let Some(first) = seen_fp.get(&delivered) {
+                summary.duplicates.push(format!("{file} = {first}"));
+                continue;
+            }
+            seen_fp.insert(delivered, file.clone());
             let origin = pick(&isps, &replay.orgs[0]);
             let dest = pick(&isps, replay.orgs.last().map_or("", String::as_str));
             let path = ring_path(&roster, &origin.0, &dest.1)?;
@@ -277,6 +290,7 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|l| l["size"].as_u64().unwrap_or(0) > 0)
                 .map(|l| {
                     (
                         l["member"].as_str().unwrap_or("").to_string(),
@@ -287,8 +301,13 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
                     )
                 })
                 .collect();
-            if heads.len() < members.len() || heads.values().any(|h| h.0 == 0) {
-                return false;
+            // Every member's own log must be there at its writer's size.
+            for w in &members {
+                let Some(node) = w.node.as_ref() else { return false };
+                let own = node.shared.writer.stats.size.load(std::sync::atomic::Ordering::Relaxed);
+                if heads.get(&w.name).map_or(0, |h| h.0) != own {
+                    return false;
+                }
             }
             if let Some(s) = &seen {
                 if s != &heads {
@@ -310,7 +329,9 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
         let ok = match investigator.http().get(&format!("/v1/trace?mfp1={fp}")).await {
             Ok(v) => {
                 v["origin"]["member"].as_str() == Some(origin.as_str())
-                    && v["links"].as_array().is_some_and(|l| l.iter().all(|x| x["confirmed"] == json!(true)))
+                    && v["links"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|x| x["confirmed"] == json!(true)))
             }
             Err(_) => false,
         };
