@@ -146,7 +146,7 @@ async fn metrics(State(s): Ctx) -> Result<String, ApiError> {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum AppendBody {
-    One(HopRequest),
+    One(Box<HopRequest>),
     Many(Vec<HopRequest>),
 }
 
@@ -194,7 +194,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn do_append(s: &Shared, body: AppendBody) -> Result<Response, ApiError> {
     let (reqs, many) = match body {
-        AppendBody::One(r) => (vec![r], false),
+        AppendBody::One(r) => (vec![*r], false),
         AppendBody::Many(v) => (v, true),
     };
     if reqs.is_empty() {

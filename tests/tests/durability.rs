@@ -30,7 +30,7 @@ fn load(client: Client, acked: Acked, seed_base: u64, stop: Arc<std::sync::atomi
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // Single appends and small batches, as relays would send them.
-                    let n = if i % 3 == 0 { 5 } else { 1 };
+                    let n = if i.is_multiple_of(3) { 5 } else { 1 };
                     let reqs: Vec<Value> = (0..n)
                         .map(|k| {
                             hop(
