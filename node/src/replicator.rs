@@ -35,6 +35,8 @@ use tokio::task::JoinHandle;
 
 /// Capacity of the core thread's input queue.
 const CORE_QUEUE: usize = 1024;
+/// Most inputs handled in one burst before the deferred appends are written.
+const CORE_BURST: usize = 64;
 /// Requests from peers served at once.
 pub const MAX_SERVING: usize = 4;
 /// Conflicts kept in the store's meta area (the first ones; later ones are only logged).
@@ -166,6 +168,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         entries_topic,
         refused_seen: 0,
         last_metrics: Instant::now(),
+        deferred: Vec::new(),
     };
     drop(core_tx);
     std::thread::Builder::new()
@@ -339,11 +342,60 @@ struct Core {
     entries_topic: String,
     refused_seen: u64,
     last_metrics: Instant,
+    /// Verified entries waiting to be written, coalesced per log (one durable write per burst).
+    deferred: Vec<(LogId, Vec<ringlog_protocol::record::SignedEntry>)>,
 }
 
 impl Core {
     fn run(mut self, mut rx: mpsc::Receiver<Input>) {
-        while let Some(input) = rx.blocking_recv() {
+        while let Some(first) = rx.blocking_recv() {
+            // Handle what is already waiting too (bounded), then write once.
+            let mut burst = vec![first];
+            while burst.len() < CORE_BURST {
+                match rx.try_recv() {
+                    Ok(i) => burst.push(i),
+                    Err(_) => break,
+                }
+            }
+            for input in burst {
+                self.input(input);
+            }
+            self.flush();
+            if self.last_metrics.elapsed() >= Duration::from_millis(200) {
+                self.metrics();
+            }
+        }
+        self.flush();
+        tracing::debug!("replicator stopped");
+    }
+
+    /// Writes the deferred appends, in order.
+    fn flush(&mut self) {
+        for (log, entries) in std::mem::take(&mut self.deferred) {
+            self.append(log, entries);
+        }
+    }
+
+    fn append(&mut self, log: LogId, entries: Vec<ringlog_protocol::record::SignedEntry>) {
+        let store = &*self.shared.store;
+        let n = entries.len();
+        if let Err(e) = store.append(&log, &entries) {
+            tracing::error!(log = %self.shared.name_of(&log), error = %e, entries = n, "replicated append failed; reloading the log state");
+            // Later deferred appends of this log cannot apply either: the reload resets it.
+            self.deferred.retain(|(l, _)| *l != log);
+            match load_state(store, &log) {
+                Ok(st) => self.replica.load(&log, st),
+                Err(e) => tracing::error!(error = %e, "cannot reload the log state"),
+            }
+        } else {
+            // Governance entries in replicated logs change the roster.
+            let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode()).collect();
+            self.shared.on_appended(&log, &encoded);
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        {
             let mut pending = VecDeque::new();
             match input {
                 Input::Tick => {
@@ -386,11 +438,7 @@ impl Core {
                     self.carry_out(action, gossip.as_ref(), &mut pending);
                 }
             }
-            if self.last_metrics.elapsed() >= Duration::from_millis(200) {
-                self.metrics();
-            }
         }
-        tracing::debug!("replicator stopped");
     }
 
     fn carry_out(
@@ -399,7 +447,8 @@ impl Core {
         gossip: Option<&(net::MessageId, PeerId)>,
         pending: &mut VecDeque<Pending>,
     ) {
-        let store = &*self.shared.store;
+        let shared = self.shared.clone();
+        let store = &*shared.store;
         match action {
             Action::Verdict(v) => {
                 if let Some((id, from)) = gossip {
@@ -420,26 +469,18 @@ impl Core {
                     let _ = tx.send(Input::Done(Event::Response { peer, request, result })).await;
                 });
             }
-            Action::Append { log, entries } => {
-                let n = entries.len();
-                if let Err(e) = store.append(&log, &entries) {
-                    tracing::error!(log = %self.shared.name_of(&log), error = %e, entries = n, "replicated append failed; reloading the log state");
-                    match load_state(store, &log) {
-                        Ok(st) => self.replica.load(&log, st),
-                        Err(e) => tracing::error!(error = %e, "cannot reload the log state"),
-                    }
-                } else {
-                    // Governance entries in replicated logs change the roster.
-                    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode()).collect();
-                    self.shared.on_appended(&log, &encoded);
-                }
-            }
+            Action::Append { log, entries } => match self.deferred.last_mut() {
+                Some((l, run)) if *l == log => run.extend(entries),
+                _ => self.deferred.push((log, entries)),
+            },
             Action::StoreCheckpoint { log, size, note } => {
+                self.flush();
                 if let Err(e) = store.put_checkpoint(&log, size, &note) {
                     tracing::warn!(log = %self.shared.name_of(&log), size, error = %e, "checkpoint not kept");
                 }
             }
             Action::RootAt { log, size, note } => {
+                self.flush();
                 match merkle::root(&LogNodes::new(store, log), size) {
                     Ok(root) => pending.push_back((Event::RootAt { log, note, root }, None)),
                     Err(e) => {
@@ -448,6 +489,7 @@ impl Core {
                 }
             }
             Action::Compare { log, first, received } => {
+                self.flush();
                 let end = first + received.len() as u64;
                 match store.entries(&log, first, end) {
                     Ok(stored) => {

@@ -169,8 +169,12 @@ fn a_late_empty_node_catches_up_on_a_backlog() {
         n as f64 / t.as_secs_f64()
     );
     // The late node checked and kept the writer's checkpoint at the backlog's end.
-    let cp = ring.nodes[1].get(&format!("/v1/logs/{m0}/checkpoint"));
-    assert_eq!(cp["size"].as_u64(), Some(n));
+    // (It is kept just after the entries it covers are appended.)
+    Ring::wait_for(Duration::from_secs(10), "the late node to keep the last checkpoint", || {
+        ring.nodes[1]
+            .try_get(&format!("/v1/logs/{m0}/checkpoint"))
+            .is_ok_and(|cp| cp["size"].as_u64() == Some(n))
+    });
 }
 
 #[test]
