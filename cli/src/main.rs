@@ -4,6 +4,7 @@
 mod admin;
 mod demo;
 mod investigate;
+mod member;
 mod query;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,15 @@ enum Cmd {
     Verify(investigate::VerifyArgs),
     /// Open (or check the opening of) a customer commitment in a hop record.
     Reveal(investigate::RevealArgs),
+    /// Ring governance: admit, update, countersign, peer, expel, reinstate, cosign.
+    #[command(subcommand)]
+    Member(member::MemberCmd),
+    /// Show the ring's roster as the node derives it.
+    Roster(member::RosterArgs),
+    /// Trust verdict for a connecting host: trusted, untrusted or expelled.
+    Trust(member::TrustArgs),
+    /// Next hop by ring policy for a recipient domain.
+    Route(member::RouteArgs),
     /// Benchmark trace and evidence over a store of many hop records.
     #[command(hide = true)]
     BenchTrace(investigate::BenchArgs),
@@ -85,6 +95,10 @@ fn main() -> ExitCode {
             Cmd::Trace(a) => investigate::trace(a).await,
             Cmd::Verify(a) => investigate::verify(a),
             Cmd::Reveal(a) => investigate::reveal(a).await,
+            Cmd::Member(c) => member::member(c).await,
+            Cmd::Roster(a) => member::roster(a).await,
+            Cmd::Trust(a) => member::trust(a).await,
+            Cmd::Route(a) => member::route(a).await,
             Cmd::BenchTrace(a) => investigate::bench(a),
         }
     });

@@ -71,10 +71,13 @@ pub enum Listener {
 /// The router for one listener.
 pub fn router(shared: Arc<Shared>, listener: Listener) -> Router {
     let append = if listener == Listener::Socket { post(append_socket) } else { post(append_tcp) };
+    let governance =
+        if listener == Listener::Socket { post(governance_socket) } else { post(governance_tcp) };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/append", append)
+        .route("/v1/governance", governance)
         .route("/v1/logs", get(logs))
         .route("/v1/logs/{log}/checkpoint", get(checkpoint))
         .route("/v1/logs/{log}/checkpoints", get(checkpoints))
@@ -455,3 +458,106 @@ async fn route(State(s): Ctx, Query(q): Query<DomainQ>) -> Json<Value> {
     let r = s.roster.roster().route(&me, &q.domain);
     Json(json!({ "from": me, "domain": q.domain, "next": r }))
 }
+
+// --- governance: POST /v1/governance (same access rule as /v1/append) ---
+
+/// One governance request at a time: each is checked against the roster that includes the one
+/// before it.
+static GOVERNANCE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long a governance request waits for the roster to include the entry it appended.
+const GOVERNANCE_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn governance_socket(
+    State(s): Ctx,
+    body: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    do_governance(&s, body).await
+}
+
+async fn governance_tcp(
+    State(s): Ctx,
+    headers: HeaderMap,
+    body: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Some(token) = &s.token else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "governance over TCP is disabled (no token file); use the unix socket".into(),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()));
+    }
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    do_governance(&s, body).await
+}
+
+/// Checks a governance entry against the current roster as if this node wrote it at its next
+/// index; appends it only if the roster would apply it. A refusal is 422 with the roster's
+/// reason (`error`: its message, `reason`: the structured `RosterError`), and nothing stored.
+async fn do_governance(s: &Shared, body: Body) -> Result<Response, ApiError> {
+    use ringlog_protocol::record::Entry;
+    if matches!(body, Body::Hop(_)) {
+        return Err(bad("a hop record is not a governance entry: use /v1/append"));
+    }
+    body.validate().map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let _turn = GOVERNANCE.lock().await;
+    let index = s.writer.stats.size.load(Ordering::Relaxed);
+    let trial = Entry { log: s.writer.log, index, body: body.clone() }
+        .sign(&s.identity.log_key)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let mut roster = (*s.roster.roster()).clone();
+    if let Err(why) = roster.apply(&trial) {
+        let msg = format!("refused by the roster: {why}");
+        tracing::warn!(reason = %why, "governance entry refused before appending");
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": msg, "reason": why })),
+        )
+            .into_response());
+    }
+    let written = s.writer.append(vec![body]).await?;
+    let Some(&index) = written.first() else { return Err(internal("append returned no index")) };
+    // Wait (bounded) until the live roster has folded the entry in, so the next request and the
+    // caller's next read see it.
+    let mut watch = s.roster.subscribe();
+    let log = s.writer.log;
+    let applied = |r: &ringlog_protocol::roster::Roster| {
+        r.by_log_key(&log).and_then(|m| m.last_index).is_some_and(|l| l >= index)
+    };
+    let settled = tokio::time::timeout(GOVERNANCE_SETTLE, async {
+        loop {
+            if applied(&watch.borrow_and_update()) {
+                return;
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+        && applied(&s.roster.roster());
+    let refused = s
+        .roster
+        .refusals()
+        .into_iter()
+        .find(|(l, i, _)| *l == log && *i == index)
+        .map(|(_, _, why)| why.to_string());
+    Ok(Json(json!({
+        "log": log,
+        "member": s.cfg.name,
+        "index": index,
+        "applied": settled,
+        "refused": refused,
+    }))
+    .into_response())
+}
+// --- end governance ---
