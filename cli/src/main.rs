@@ -2,6 +2,7 @@
 //! directly for offline work.
 
 mod admin;
+mod audit;
 mod demo;
 mod investigate;
 mod member;
@@ -49,6 +50,8 @@ enum Cmd {
     Search(query::SearchArgs),
     /// Trace a message to where it entered the ring; export evidence or an abuse report.
     Trace(investigate::TraceArgs),
+    /// Audit a stopped node's store: signatures, roots, checkpoints, cosignatures, roster, equivocations.
+    Audit(audit::AuditArgs),
     /// Verify an evidence bundle or an equivocation proof offline against the genesis.
     Verify(investigate::VerifyArgs),
     /// Open (or check the opening of) a customer commitment in a hop record.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Cmd::Proof(c) => query::proof(c).await,
             Cmd::Search(a) => query::search(a).await,
             Cmd::Trace(a) => investigate::trace(a).await,
+            Cmd::Audit(a) => audit::audit(a),
             Cmd::Verify(a) => investigate::verify(a),
             Cmd::Reveal(a) => investigate::reveal(a).await,
             Cmd::Member(c) => member::member(c).await,

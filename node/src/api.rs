@@ -86,6 +86,7 @@ pub fn router(shared: Arc<Shared>, listener: Listener) -> Router {
         .route("/v1/logs/{log}/proof/inclusion", get(inclusion))
         .route("/v1/logs/{log}/proof/consistency", get(consistency))
         .route("/v1/search", get(search))
+        .route("/v1/equivocations", get(equivocations)) // witness.rs
         .route("/v1/roster", get(roster))
         .route("/v1/trust", get(trust))
         .route("/v1/route", get(route))
@@ -561,3 +562,13 @@ async fn do_governance(s: &Shared, body: Body) -> Result<Response, ApiError> {
     .into_response())
 }
 // --- end governance ---
+
+/// The equivocation proofs this node verified and holds (see `witness.rs`).
+async fn equivocations(State(s): Ctx) -> Result<Json<Value>, ApiError> {
+    let sh = s.clone();
+    blocking(move || {
+        let all = crate::witness::stored_proofs(&*sh.store);
+        Ok(Json(serde_json::to_value(all).map_err(internal)?))
+    })
+    .await
+}

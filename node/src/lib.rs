@@ -2,6 +2,7 @@
 //! It feeds real events into the rules of `ringlog-protocol` and carries out what they return.
 
 pub mod api;
+pub mod audit;
 pub mod check;
 pub mod client;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod node;
 pub mod query;
 pub mod replicator;
 pub mod store;
+pub mod witness;
 pub mod writer;

@@ -46,7 +46,8 @@ const MAX_STORED_CONFLICTS: u64 = 1000;
 /// members in good standing (at first the genesis members; admissions and expulsions in the
 /// logs change it). Expelled members' node keys are refused and their logs no longer followed.
 pub fn members(shared: &Shared) -> Vec<MemberInfo> {
-    members_of(&shared.roster.roster())
+    // witness: members proven to equivocate are excluded (see witness.rs).
+    crate::witness::without_equivocators(&*shared.store, members_of(&shared.roster.roster()))
 }
 
 fn members_of(roster: &ringlog_protocol::roster::Roster) -> Vec<MemberInfo> {
@@ -128,7 +129,12 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(forward(shared.clone(), net.clone(), events, core_tx.clone())));
-    tasks.push(tokio::spawn(publish(shared.clone(), net.clone(), entries_topic.clone(), cp_topic)));
+    tasks.push(tokio::spawn(publish(
+        shared.clone(),
+        net.clone(),
+        entries_topic.clone(),
+        cp_topic.clone(),
+    )));
     {
         // Roster changes: new allow-list, new set of followed logs.
         let (tx, sh, net) = (core_tx.clone(), shared.clone(), net.clone());
@@ -136,7 +142,8 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         tasks.push(tokio::spawn(async move {
             while watch.changed().await.is_ok() {
                 let roster = watch.borrow_and_update().clone();
-                let all = members_of(&roster);
+                // witness: members proven to equivocate stay excluded.
+                let all = crate::witness::without_equivocators(&*sh.store, members_of(&roster));
                 net.set_members(net_members(&all, &me)).await;
                 if tx.send(Input::Members(rep_members(&sh, &all))).await.is_err() {
                     break;
@@ -159,8 +166,16 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
             }
         }));
     }
+    // witness: cosigning and equivocation handling run on the core thread (witness.rs).
+    let witness = crate::witness::Witness::new(
+        shared.clone(),
+        net.clone(),
+        tokio::runtime::Handle::current(),
+        cp_topic.clone(),
+    );
     let core = Core {
         shared: shared.clone(),
+        witness,
         net,
         replica,
         rt: tokio::runtime::Handle::current(),
@@ -335,6 +350,7 @@ type Pending = (Event<PeerId>, Option<(net::MessageId, PeerId)>);
 
 struct Core {
     shared: Arc<Shared>,
+    witness: crate::witness::Witness,
     net: NetHandle,
     replica: Replica<PeerId>,
     rt: tokio::runtime::Handle,
@@ -397,6 +413,7 @@ impl Core {
     fn input(&mut self, input: Input) {
         {
             let mut pending = VecDeque::new();
+            let mut observe = None;
             match input {
                 Input::Tick => {
                     pending.push_back((Event::Tick, None));
@@ -415,6 +432,25 @@ impl Core {
                     } else {
                         Topic::Checkpoints
                     };
+                    // witness: proofs are the witness's; checkpoint notes are met with what
+                    // is stored after replication has handled them.
+                    if topic == Topic::Checkpoints
+                        && crate::witness::Witness::is_witness_message(&data)
+                    {
+                        let o = self.witness.on_message(from, &data);
+                        if let Some(v) = o.verdict {
+                            self.rt.block_on(self.net.validation(id, from, v));
+                        }
+                        self.witness_outcome(o);
+                        return;
+                    }
+                    if topic == Topic::Checkpoints {
+                        if let Ok(rep::Gossip::Checkpoint { log, note }) =
+                            rep::Gossip::decode(&data)
+                        {
+                            observe = Some((log, note));
+                        }
+                    }
                     pending.push_back((Event::Gossip { from, topic, data }, Some((id, from))));
                 }
                 Input::Net(NetEvent::Request { .. }) => {}
@@ -437,6 +473,11 @@ impl Core {
                 for action in self.replica.handle(ev) {
                     self.carry_out(action, gossip.as_ref(), &mut pending);
                 }
+            }
+            if let Some((log, note)) = observe {
+                self.flush();
+                let o = self.witness.observe(&log, &note);
+                self.witness_outcome(o);
             }
         }
     }
@@ -475,9 +516,8 @@ impl Core {
             },
             Action::StoreCheckpoint { log, size, note } => {
                 self.flush();
-                if let Err(e) = store.put_checkpoint(&log, size, &note) {
-                    tracing::warn!(log = %self.shared.name_of(&log), size, error = %e, "checkpoint not kept");
-                }
+                // witness: merge with the stored note, then cosign and gossip.
+                self.witness.store_checked(&log, size, &note);
             }
             Action::RootAt { log, size, note } => {
                 self.flush();
@@ -516,6 +556,24 @@ impl Core {
                         tracing::warn!(error = %e, "conflict not recorded in the store");
                     }
                 }
+                // witness: a self-contained proof, if the conflict makes one.
+                let o = self.witness.on_conflict(&c);
+                self.witness_outcome(o);
+            }
+        }
+    }
+
+    /// witness: excludes a member newly proven to equivocate (log no longer followed, node
+    /// refused).
+    fn witness_outcome(&mut self, o: crate::witness::Outcome) {
+        let Some(bad) = o.equivocator else { return };
+        let me = self.shared.identity.node_key.public();
+        let all = members(&self.shared);
+        self.rt.block_on(self.net.set_members(net_members(&all, &me)));
+        self.replica.set_members(&rep_members(&self.shared, &all));
+        if let Some(m) = self.shared.roster.roster().by_log_key(&bad) {
+            if let Ok(peer) = net::peer_id_from_ed25519(&m.info.node_key.0 .0) {
+                self.rt.block_on(self.net.penalise(peer, "equivocation"));
             }
         }
     }
@@ -548,6 +606,11 @@ impl Core {
             ("ringlog_p2p_refused_outbound_total", ns.refused_outbound),
             ("ringlog_p2p_dropped_gossip_total", ns.dropped_gossip),
             ("ringlog_p2p_rejected_gossip_total", ns.rejected_gossip),
+            // witness
+            ("ringlog_witness_cosigned_total", self.witness.stats.cosigned),
+            ("ringlog_witness_merged_total", self.witness.stats.merged),
+            ("ringlog_witness_faults_total", self.witness.stats.faults),
+            ("ringlog_equivocation_proofs_total", self.witness.stats.proofs),
         ];
         if let Ok(mut g) = self.shared.gauges.write() {
             for (k, v) in values {

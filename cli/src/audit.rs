@@ -1,0 +1,90 @@
+//! `ringlog audit`: the offline audit of a stopped node's store (see `ringlog_node::audit`):
+//! progress on stderr, a summary or one JSON report on stdout, exit 0 only when clean.
+
+use anyhow::Context as _;
+use clap::Args;
+use ringlog_node::config::CONFIG_FILE;
+use ringlog_protocol::genesis::Genesis;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// Config file of the (stopped) node whose store to audit.
+    #[arg(long, short, default_value = CONFIG_FILE)]
+    config: PathBuf,
+    /// Data directory to audit instead of the config's (needs --genesis).
+    #[arg(long, requires = "genesis")]
+    data_dir: Option<PathBuf>,
+    /// Genesis file (default: the config's).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Print one JSON report object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let (data_dir, genesis_path) = match (&a.data_dir, &a.genesis) {
+        (Some(d), Some(g)) => (d.clone(), g.clone()),
+        _ => {
+            let cfg = crate::admin::load_config(&a.config)?;
+            (a.data_dir.clone().unwrap_or(cfg.data_dir), a.genesis.clone().unwrap_or(cfg.genesis))
+        }
+    };
+    let genesis = Genesis::from_json(
+        &std::fs::read_to_string(&genesis_path)
+            .with_context(|| format!("reading {}", genesis_path.display()))?,
+    )?;
+    let path = data_dir.join("store");
+    let store = ringlog_node::store::SledStore::open(&path).with_context(|| {
+        format!("opening {} (is the node running? stop it first)", path.display())
+    })?;
+    let mut last = 0u64;
+    let report = ringlog_node::audit::audit(&store, &genesis, &mut |log, done, size| {
+        if done < last || done - last >= 100_000 || done == size {
+            eprintln!("audited {done}/{size} entries of {log}");
+            last = done;
+        }
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for l in &report.logs {
+            println!(
+                "log {} ({}): {} entries, {} checkpoints, {} cosignatures, {} witnessed",
+                l.log,
+                l.member.as_deref().unwrap_or("?"),
+                l.entries,
+                l.checkpoints,
+                l.cosignatures,
+                l.witnessed
+            );
+        }
+        for p in &report.problems {
+            println!("PROBLEM log {} {} {}: {}", p.log, p.object, p.at, p.what);
+        }
+        for r in &report.refusals {
+            println!("REFUSED log {} entry {}: {}", r.log, r.index, r.why);
+        }
+        for e in &report.equivocations {
+            println!(
+                "EQUIVOCATION by {} (log {}), proof {}: {}",
+                e.stored.member,
+                e.stored.log,
+                e.verified,
+                serde_json::to_string(&e.stored.proof)?
+            );
+        }
+        let entries: u64 = report.logs.iter().map(|l| l.entries).sum();
+        println!(
+            "{} logs, {} entries audited in {:.2} s ({:.0} entries/s): {}",
+            report.logs.len(),
+            entries,
+            report.seconds,
+            entries as f64 / report.seconds.max(1e-9),
+            if report.clean { "clean" } else { "NOT CLEAN" }
+        );
+    }
+    Ok(if report.clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,158 @@
+//! Offline audit of a node's store: every log checked end to end (`check::check_log`:
+//! entries, batched signatures, Merkle nodes, checkpoints against the recomputed roots, which
+//! makes every checkpoint consistent with every earlier one), every cosignature line checked
+//! (valid, by a roster member other than the owner, under its member name), witnessed
+//! checkpoints counted, roster fold refusals listed, stored equivocation proofs re-verified.
+
+use crate::check::{self, Problem};
+use crate::store::Store;
+use crate::witness::{self, StoredProof};
+use ringlog_protocol::checkpoint::SignedCheckpoint;
+use ringlog_protocol::genesis::Genesis;
+use ringlog_protocol::keys::ALG_ED25519;
+use ringlog_protocol::LogId;
+use serde::Serialize;
+
+/// One log's audit.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogReport {
+    /// The log.
+    pub log: LogId,
+    /// Its member name, if known.
+    pub member: Option<String>,
+    /// Entries checked.
+    pub entries: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Valid cosignatures seen.
+    pub cosignatures: u64,
+    /// Checkpoints with at least `witness_k` valid cosignatures.
+    pub witnessed: u64,
+}
+
+/// A roster rule the logs break (an entry the fold refused).
+#[derive(Clone, Debug, Serialize)]
+pub struct Refusal {
+    /// The log.
+    pub log: LogId,
+    /// The refused entry.
+    pub index: u64,
+    /// Why.
+    pub why: String,
+}
+
+/// A stored equivocation proof and whether it verifies.
+#[derive(Clone, Debug, Serialize)]
+pub struct Equivocation {
+    /// The proof as stored.
+    #[serde(flatten)]
+    pub stored: StoredProof,
+    /// Verification result: `ok` or the error.
+    pub verified: String,
+}
+
+/// The whole audit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Nothing wrong: no problem, no refusal, no equivocation.
+    pub clean: bool,
+    /// Cosignatures needed for a checkpoint to count as witnessed.
+    pub witness_k: u32,
+    /// Per log.
+    pub logs: Vec<LogReport>,
+    /// Every problem, naming the object (`entry`, `node`, `checkpoint`, `cosignature`, `store`).
+    pub problems: Vec<Problem>,
+    /// Roster refusals.
+    pub refusals: Vec<Refusal>,
+    /// Equivocation proofs held.
+    pub equivocations: Vec<Equivocation>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Audits `store` against `genesis`; `progress(log, done, size)` reports entries checked.
+pub fn audit(
+    store: &dyn Store,
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(&LogId, u64, u64),
+) -> Result<Report, crate::store::Error> {
+    let t0 = std::time::Instant::now();
+    let live = crate::governance::LiveRoster::load(genesis, store)?;
+    let roster = live.roster();
+    let mut problems = Vec::new();
+    let mut logs = Vec::new();
+    for log in store.logs()? {
+        let size = store.size(&log)?;
+        let r = check::check_log(store, &log, check::Options::default(), &mut |d| {
+            progress(&log, d, size)
+        });
+        problems.extend(r.problems);
+        let member = roster.by_log_key(&log).map(|m| m.info.name.clone());
+        let witnesses = witness::witness_keys(&roster, &log);
+        let (mut cosignatures, mut witnessed) = (0u64, 0u64);
+        for (cp_size, note) in store.checkpoints(&log)? {
+            let Ok(cp) = SignedCheckpoint::parse(&note) else { continue };
+            let origin = cp.checkpoint().origin.clone();
+            let own_id = log.key_id(&origin, ALG_ED25519);
+            for line in cp.signatures() {
+                if line.name == origin && line.key_id == own_id {
+                    continue;
+                }
+                let key = witnesses.iter().find(|(n, _)| *n == line.name).map(|(_, k)| *k);
+                let what = match key.map(|k| cp.cosignature(&k, &line.name)) {
+                    None => format!("line by {:?}: not a witness member of the roster", line.name),
+                    Some(None) => format!("cosignature by {}: wrong key id", line.name),
+                    Some(Some(Err(e))) => format!("cosignature by {}: {e}", line.name),
+                    Some(Some(Ok(_))) => {
+                        cosignatures += 1;
+                        continue;
+                    }
+                };
+                problems.push(Problem { log, object: "cosignature", at: cp_size, what });
+            }
+            if cp.count_cosignatures(&witnesses) >= genesis.witness_k as usize {
+                witnessed += 1;
+            }
+        }
+        logs.push(LogReport {
+            log,
+            member,
+            entries: r.entries,
+            checkpoints: r.checkpoints,
+            cosignatures,
+            witnessed,
+        });
+    }
+    let refusals: Vec<Refusal> = live
+        .refusals()
+        .into_iter()
+        .map(|(log, index, e)| Refusal { log, index, why: e.to_string() })
+        .collect();
+    let equivocations: Vec<Equivocation> = witness::stored_proofs(store)
+        .into_iter()
+        .map(|p| {
+            let verified = match genesis
+                .members
+                .iter()
+                .chain(roster.members().map(|m| &m.info))
+                .find(|m| m.log_key == p.log)
+            {
+                None => "unknown member".to_string(),
+                Some(m) => match p.proof.verify(&m.log_key, &genesis.origin(&m.name)) {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                },
+            };
+            Equivocation { stored: p, verified }
+        })
+        .collect();
+    Ok(Report {
+        clean: problems.is_empty() && refusals.is_empty() && equivocations.is_empty(),
+        witness_k: genesis.witness_k,
+        logs,
+        problems,
+        refusals,
+        equivocations,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
