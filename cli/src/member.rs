@@ -206,10 +206,11 @@ pub struct ReinstateArgs {
     /// Human-readable reason.
     #[arg(long)]
     reason: String,
-    /// First index of its log accepted again (default: the size of its log on this node, at
-    /// least the expulsion point).
+    /// First index of its log accepted again, at least the expulsion point. Entries it wrote
+    /// from the expulsion point up to here stay refused for good: give the size its log has
+    /// now (ask the member) so nothing written while expelled is taken in.
     #[arg(long)]
-    from_index: Option<u64>,
+    from_index: u64,
     /// Backbone quorum signature `NAME:HEX`; repeatable.
     #[arg(long = "quorum-sig")]
     quorum: Vec<String>,
@@ -292,7 +293,7 @@ async fn submit(conn: &Conn, body: Body, what: &str) -> anyhow::Result<ExitCode>
         .writer()?
         .post("/v1/governance", &serde_json::to_value(&body)?)
         .await
-        .with_context(|| format!("{what}"))?;
+        .with_context(|| what.to_string())?;
     if let Some(why) = v["refused"].as_str() {
         bail!("{what}: appended at index {} but the roster refused it: {why}", v["index"]);
     }
@@ -463,21 +464,8 @@ async fn expel(a: ExpelArgs) -> anyhow::Result<ExitCode> {
         .await
 }
 
-/// The expulsion point of `member` in the roster, if expelled.
-fn expelled_from(roster: &Value, member: &str) -> Option<u64> {
-    let m = roster_member(roster, member)?;
-    (m["status"]["status"] == json!("expelled")).then(|| m["status"]["from_index"].as_u64())?
-}
-
 async fn reinstate(a: ReinstateArgs) -> anyhow::Result<ExitCode> {
-    let from_index = match a.from_index {
-        Some(i) => i,
-        None => {
-            let size = log_size(&a.conn, &a.member).await?;
-            let roster = roster_json(&a.conn).await?;
-            size.max(expelled_from(&roster, &a.member).unwrap_or(0))
-        }
-    };
+    let from_index = a.from_index;
     let r = Reinstatement {
         member: a.member.clone(),
         from_index,

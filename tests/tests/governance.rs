@@ -332,5 +332,62 @@ fn governance_from_the_command_line() {
     // Routes through it are gone; the peering still routes isp-a to isp-c.
     assert_eq!(route(m0, "isp-b.example")["route"], "unroutable");
     assert_eq!(route(a, "isp-c.example")["member"], "isp-c.example");
+
+    // The sponsor reinstates isp-b from its current head: what it wrote while expelled stays
+    // refused for good, its host is trusted again.
+    let resume = head_of(b, &b.name).unwrap().0.to_string();
+    let v = cli(
+        m0,
+        &[
+            "member",
+            "reinstate",
+            "isp-b.example",
+            "--reason",
+            "cleaned up",
+            "--from-index",
+            &resume,
+        ],
+    );
+    assert_eq!(v["applied"], Value::Bool(true), "{v}");
+    Ring::wait_for(Duration::from_secs(30), "isp-b to be trusted again", || {
+        [m0, m1].iter().all(|n| trust(n, "127.0.2.2") == "trusted")
+    });
+
+    // A backbone expulsion with a quorum: m1's signature (from `member cosign`) and m0's own.
+    let m1_point = own_size(m1).to_string();
+    let q = cli(
+        m1,
+        &[
+            "member",
+            "cosign",
+            "expel",
+            "m1.example",
+            "--from-index",
+            &m1_point,
+            "--evidence",
+            ev,
+            "--reason",
+            "quorum test",
+        ],
+    );
+    let quorum_sig = s(&q["quorum_sig"]);
+    let v = cli(
+        m0,
+        &[
+            "member",
+            "expel",
+            "m1.example",
+            "--from-index",
+            &m1_point,
+            "--evidence",
+            ev,
+            "--reason",
+            "quorum test",
+            "--quorum-sig",
+            &quorum_sig,
+        ],
+    );
+    assert_eq!(v["applied"], Value::Bool(true), "{v}");
+    assert_eq!(trust(m0, "127.0.1.2"), "expelled");
     eprintln!("governance test done in {:?}", t0.elapsed());
 }
