@@ -1,0 +1,109 @@
+//! End-to-end `ringlog audit` on a stopped node's store: clean after a witnessed run, and one
+//! flipped bit in a stored entry, checkpoint or cosignature is reported as exactly that object
+//! with a non-zero exit.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use ringlog_e2e::{hop, run, Ring};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn audit(cfg: &str) -> (bool, Value) {
+    let (ok, out, err) = run(&["audit", "--json", "--config", cfg]);
+    let v: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("audit output is not json ({e}): {out}\n{err}"));
+    (ok, v)
+}
+
+fn flip(cfg: &str, log: &str, what: &str, at: u64, bit: usize) {
+    let (ok, out, err) = run(&[
+        "node",
+        "danger-flip-bit",
+        "--config",
+        cfg,
+        "--log",
+        log,
+        what,
+        &at.to_string(),
+        "--bit",
+        &bit.to_string(),
+    ]);
+    assert!(ok, "flip failed: {out}\n{err}");
+}
+
+/// The `--bit` value that flips bit 0 of byte `pos` of `note` (danger-flip-bit counts bits
+/// over the note's ASCII bytes other than newlines, seven per byte).
+fn bit_at(note: &str, pos: usize) -> usize {
+    let b = note.as_bytes();
+    (0..pos).filter(|&i| b[i] < 0x80 && b[i] != b'\n').count() * 7
+}
+
+/// A byte of the base64 on signature line `line` (0-based over the signature lines) that
+/// stays base64 when its bit 0 flips, in the middle of the signature.
+fn sig_byte(note: &str, line: usize) -> usize {
+    let start = note.find("\n\n").unwrap() + 2;
+    let mut off = start;
+    for l in note[start..].split('\n').take(line) {
+        off += l.len() + 1;
+    }
+    let l = note[off..].split('\n').next().unwrap();
+    let b64 = off + l.rfind(' ').unwrap() + 1;
+    (b64 + 40..b64 + 80)
+        .find(|&i| matches!(note.as_bytes()[i], b'B'..=b'Y' | b'b'..=b'y' | b'0'..=b'8'))
+        .unwrap()
+}
+
+#[test]
+fn audit_names_exactly_the_flipped_object() {
+    let mut ring = Ring::new(3);
+    for n in &ring.nodes {
+        let p = n.config();
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            t.replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300"),
+        )
+        .unwrap();
+    }
+    ring.start_all();
+    std::thread::sleep(Duration::from_secs(2));
+    let reqs: Vec<Value> = (0..20).map(|i| hop(i, "customer:alice", "local:x.example")).collect();
+    ring.nodes[1].append(&json!(reqs)).unwrap();
+    let m1 = ring.nodes[1].name.clone();
+    let path = format!("/v1/logs/{m1}/checkpoint");
+    Ring::wait_for(Duration::from_secs(20), "a cosigned checkpoint of m1 at m0", || {
+        ring.nodes[0].try_get(&path).is_ok_and(|c| {
+            c["size"] == 20 && c["note"].as_str().unwrap().matches('\u{2014}').count() >= 2
+        })
+    });
+    let note = ring.nodes[0].get(&path)["note"].as_str().unwrap().to_string();
+    for n in &mut ring.nodes {
+        n.stop();
+    }
+    let cfg = ring.nodes[0].config();
+    let cfg = cfg.to_str().unwrap();
+    let (ok, v) = audit(cfg);
+    assert!(ok, "audit of an untouched store is not clean: {v}");
+    assert_eq!(v["clean"], true);
+    let l = v["logs"].as_array().unwrap().iter().find(|l| l["member"] == m1.as_str()).unwrap();
+    assert!(l["witnessed"].as_u64().unwrap() >= 1, "{v}");
+
+    // (flag, at, bit, expected object)
+    let cases = [
+        ("--entry", 7u64, 100usize, "entry"),
+        ("--checkpoint", 20, bit_at(&note, sig_byte(&note, 0)), "checkpoint"),
+        ("--checkpoint", 20, bit_at(&note, sig_byte(&note, 1)), "cosignature"),
+    ];
+    for (flag, at, bit, object) in cases {
+        flip(cfg, &m1, flag, at, bit);
+        let (ok, v) = audit(cfg);
+        assert!(!ok, "audit passed with a flipped bit ({flag} {at})");
+        let problems = v["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{flag} {at}: {v}");
+        assert_eq!(problems[0]["object"], object, "{v}");
+        assert_eq!(problems[0]["at"], at, "{v}");
+        // Flip it back: clean again.
+        flip(cfg, &m1, flag, at, bit);
+        let (ok, v) = audit(cfg);
+        assert!(ok, "not clean after flipping back: {v}");
+    }
+}
