@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod bench;
 mod demo;
 mod investigate;
 mod member;
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Benchmarks against real nodes (see docs/PERFORMANCE.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// The whole system on one machine: a five-member ring, mail, traces, evidence, audit, expulsion.
     Demo(demo::DemoArgs),
     /// Create keys, a config and a one-member genesis for a standalone node.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Demo(a) => demo::demo(a).await,
+            Cmd::Bench(c) => bench::bench(c).await,
             Cmd::Init(a) => admin::init(a),
             Cmd::Genesis(a) => admin::genesis(a),
             Cmd::Node(c) => admin::node(c).await,
