@@ -174,10 +174,18 @@ async fn append_tcp(
     headers: HeaderMap,
     body: Result<Json<AppendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    check_token(&s, &headers, "appends")?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    do_append(&s, body).await
+}
+
+/// Writes on the TCP port need the bearer token from the token file (compared in constant
+/// time); without a token file they are refused outright.
+fn check_token(s: &Shared, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
     let Some(token) = &s.token else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "appends over TCP are disabled (no token file); use the unix socket".into(),
+            format!("{what} over TCP are disabled (no token file); use the unix socket"),
         ));
     };
     let given = headers
@@ -188,8 +196,7 @@ async fn append_tcp(
     if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
         return Err(ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()));
     }
-    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    do_append(&s, body).await
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -482,20 +489,7 @@ async fn governance_tcp(
     headers: HeaderMap,
     body: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Some(token) = &s.token else {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "governance over TCP is disabled (no token file); use the unix socket".into(),
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
-    if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-        return Err(ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()));
-    }
+    check_token(&s, &headers, "governance requests")?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     do_governance(&s, body).await
 }
