@@ -160,8 +160,8 @@ pub enum EvidenceError {
         /// Why.
         err: String,
     },
-    /// A checkpoint carries a signature line that is neither the log's nor a valid
-    /// cosignature of another proven member.
+    /// A checkpoint carries a signature line that claims a proven member's key but is
+    /// neither the log's signature nor a valid cosignature of another member.
     #[error("{what} {n} ({member} #{index}): signature line of {key} does not verify")]
     UnverifiedLine {
         /// `record` or `admission`.
@@ -313,8 +313,17 @@ fn check_included(
                     })
                     .map(|wn| (wn, *key))
             });
+        // A line of a key the bundle does not prove (say, a witness admitted later, whose
+        // admission the bundle has no reason to carry) is ignored and not counted, as
+        // signed-note asks of unknown keys; a line claiming a proven member's key must verify.
+        let claims_proven = proven.by_name.iter().any(|(name, key)| {
+            witness_names(g, name)
+                .iter()
+                .any(|wn| *wn == line.name && key.key_id(wn, ALG_COSIGNATURE_V1) == line.key_id)
+        });
         match found {
             Some(w) => witnesses.push(w),
+            None if !claims_proven => {}
             None => {
                 return Err(EvidenceError::UnverifiedLine {
                     what,
