@@ -34,6 +34,52 @@ pub struct InitArgs {
     abuse: Option<String>,
 }
 
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Directory for the keys (`DIR/keys/`) and the member description (`DIR/member.json`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Member name (DNS-style).
+    #[arg(long)]
+    name: String,
+    /// libp2p listen address other members will dial.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/7481")]
+    p2p: String,
+    /// Mail server hosts (IP or name); repeatable.
+    #[arg(long = "mail-host")]
+    mail_hosts: Vec<String>,
+    /// Mail domains served; repeatable.
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// Abuse contact address.
+    #[arg(long)]
+    abuse: Option<String>,
+}
+
+/// Makes a member's keys and its `member.json` (what a sponsor admits, or what `genesis`
+/// reads), without a node config.
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let keys = a.dir.join("keys");
+    let id = Identity::create(&keys)?;
+    let info = MemberInfo {
+        name: a.name.clone(),
+        log_key: id.log_key.public(),
+        node_key: id.node_key.public(),
+        addrs: vec![a.p2p],
+        mail_hosts: a.mail_hosts,
+        domains: a.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        abuse: a.abuse.unwrap_or_else(|| format!("abuse@{}", a.name)),
+    };
+    let member = a.dir.join("member.json");
+    std::fs::write(&member, serde_json::to_string_pretty(&info)?)?;
+    println!(
+        "{}",
+        serde_json::json!({ "name": a.name, "log_key": info.log_key, "node_key": info.node_key,
+            "vkey": info.log_key.vkey(&a.name), "member_file": member, "keys": keys })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     let cfg_path = a.dir.join(CONFIG_FILE);
     if cfg_path.exists() {

@@ -32,6 +32,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Create keys, a config and a one-member genesis for a standalone node.
     Init(admin::InitArgs),
+    /// Create a member's keys and member.json only (for a genesis or an admission).
+    Keygen(admin::KeygenArgs),
     /// Build a ring's genesis from the directories of its founding members.
     Genesis(admin::GenesisArgs),
     /// Run or check a node.
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             Cmd::Demo(a) => demo::demo(a).await,
             Cmd::Bench(c) => bench::bench(c).await,
             Cmd::Init(a) => admin::init(a),
+            Cmd::Keygen(a) => admin::keygen(a),
             Cmd::Genesis(a) => admin::genesis(a),
             Cmd::Node(c) => admin::node(c).await,
             Cmd::Fingerprint(a) => query::fingerprint(a),

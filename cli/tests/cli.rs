@@ -45,3 +45,27 @@ fn missing_file_fails_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("x.eml"));
 }
+
+#[test]
+fn keygen_writes_keys_and_a_member_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("m");
+    let out = ringlog(&[
+        "keygen",
+        "--dir",
+        d.to_str().unwrap(),
+        "--name",
+        "isp-x.example",
+        "--domain",
+        "X.example",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let member: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("member.json")).unwrap()).unwrap();
+    assert_eq!(member["log_key"], v["log_key"]);
+    assert_eq!(member["domains"][0], "x.example");
+    assert!(v["vkey"].as_str().unwrap().starts_with("isp-x.example+"));
+    let again = ringlog(&["keygen", "--dir", d.to_str().unwrap(), "--name", "isp-x.example"]);
+    assert!(!again.status.success(), "overwrote existing keys");
+}
