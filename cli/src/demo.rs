@@ -50,8 +50,14 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("hop records           {}", s.records);
         println!("replicated everywhere {}", s.replicated);
         println!("traced to origin      {}/{}", s.traced_correct, s.traced_total);
+        if !s.duplicates.is_empty() {
+            println!(
+                "same message again    {} (replayed once; --json lists them)",
+                s.duplicates.len()
+            );
+        }
         if !s.unmapped.is_empty() {
-            println!("unmapped chains       {} ({})", s.unmapped.len(), s.unmapped.join(", "));
+            println!("no usable Received:   {} ({})", s.unmapped.len(), s.unmapped.join(", "));
         }
         println!(
             "evidence verified     {} ({} witnessed)",
@@ -61,10 +67,33 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         if a.corpus.is_none() {
             println!("spammer expelled      {}", s.expelled);
         }
-        if let Some(d) = &s.dir {
-            println!("files kept in         {d}");
+        match &s.dir {
+            Some(d) => println!("files kept in         {d}"),
+            None => {
+                println!("files                 removed at exit (use --keep DIR to inspect them)")
+            }
         }
-        println!("{}", if ok { "demo OK" } else { "demo FAILED" });
+        if ok {
+            println!("demo OK");
+        } else {
+            let mut why = Vec::new();
+            if !s.replicated {
+                why.push("logs did not converge on every node".to_string());
+            }
+            if s.traced_correct != s.traced_total || s.traced_total == 0 {
+                why.push(format!("traced {}/{} correctly", s.traced_correct, s.traced_total));
+            }
+            if s.evidence_verified == 0 {
+                why.push("no evidence bundle verified".into());
+            }
+            if !s.audit_clean {
+                why.push("audit found problems".into());
+            }
+            if a.corpus.is_none() && !s.expelled {
+                why.push("spammer not expelled".into());
+            }
+            println!("demo FAILED: {}", why.join("; "));
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -99,13 +99,13 @@ impl Client {
             Endpoint::Tcp(addr) => {
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
-                    .with_context(|| format!("connecting to node API at {addr}"))?;
+                    .with_context(|| format!("connecting to node API at {addr} (is the node running? start it with `ringlog node run`)"))?;
                 send(TokioIo::new(s), req).await?
             }
             Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .with_context(|| format!("connecting to node socket {}", p.display()))?;
+                let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
+                    format!("connecting to node socket {} (is the node running?)", p.display())
+                })?;
                 send(TokioIo::new(s), req).await?
             }
         };

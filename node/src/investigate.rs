@@ -259,29 +259,49 @@ impl Investigator {
         let mut admissions = Vec::new();
         let mut done: Vec<String> = Vec::new();
         let mut c = self.cache.lock().map_err(|_| store::Error::Failed)?;
-        while let Some(name) = writers.pop() {
-            if done.contains(&name) || self.genesis.members.iter().any(|m| m.name == name) {
-                continue;
+        // Every member named on a carried checkpoint (its witnesses) must be provable too, so
+        // the bundle's cosignatures can be checked offline: add their admissions as well.
+        loop {
+            while let Some(name) = writers.pop() {
+                if done.contains(&name) || self.genesis.members.iter().any(|m| m.name == name) {
+                    continue;
+                }
+                done.push(name.clone());
+                // Only the sponsor's log can hold the admission: read what is new of it.
+                let sponsor_log = roster
+                    .member(&name)
+                    .and_then(|m| m.sponsor.as_deref())
+                    .and_then(|s| roster.member(s))
+                    .map(|m| m.info.log_key)
+                    .ok_or_else(|| Error::NoAdmission(name.clone()))?;
+                self.scan(&mut c, &sponsor_log)?;
+                let found = c
+                    .gov
+                    .get(&sponsor_log)
+                    .into_iter()
+                    .flatten()
+                    .find(|e| matches!(&e.entry.body, Body::Admit(a) if a.member.name == name));
+                let e = found.ok_or_else(|| Error::NoAdmission(name.clone()))?;
+                let sponsor =
+                    roster.by_log_key(&e.entry.log).ok_or(Error::UnknownLog(e.entry.log))?;
+                admissions.push(self.included(&e.entry.log, e.entry.index, &sponsor.info.name)?);
+                writers.push(sponsor.info.name.clone());
             }
-            done.push(name.clone());
-            // Only the sponsor's log can hold the admission: read what is new of it.
-            let sponsor_log = roster
-                .member(&name)
-                .and_then(|m| m.sponsor.as_deref())
-                .and_then(|s| roster.member(s))
-                .map(|m| m.info.log_key)
-                .ok_or_else(|| Error::NoAdmission(name.clone()))?;
-            self.scan(&mut c, &sponsor_log)?;
-            let found = c
-                .gov
-                .get(&sponsor_log)
-                .into_iter()
-                .flatten()
-                .find(|e| matches!(&e.entry.body, Body::Admit(a) if a.member.name == name));
-            let e = found.ok_or_else(|| Error::NoAdmission(name.clone()))?;
-            let sponsor = roster.by_log_key(&e.entry.log).ok_or(Error::UnknownLog(e.entry.log))?;
-            admissions.push(self.included(&e.entry.log, e.entry.index, &sponsor.info.name)?);
-            writers.push(sponsor.info.name.clone());
+            for inc in records.iter().chain(admissions.iter()) {
+                for line in inc.checkpoint.signatures() {
+                    let name = &line.name;
+                    if roster.member(name).is_some()
+                        && !done.contains(name)
+                        && !writers.contains(name)
+                    {
+                        writers.push(name.clone());
+                    }
+                }
+            }
+            writers.retain(|n| !self.genesis.members.iter().any(|m| &m.name == n));
+            if writers.is_empty() {
+                break;
+            }
         }
         Ok(Bundle {
             version: BUNDLE_VERSION,

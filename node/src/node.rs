@@ -155,11 +155,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let path = cfg.data_dir.join("store");
     let store: Arc<dyn Store> = {
         let p = path.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || SledStore::open(&p))
-                .await?
-                .with_context(|| format!("opening store {}", path.display()))?,
-        )
+        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&p)).await?.with_context(
+            || {
+                format!(
+                    "opening store {} (is another node running from this directory?)",
+                    path.display()
+                )
+            },
+        )?)
     };
     let writer = Writer::start(
         store.clone(),

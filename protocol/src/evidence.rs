@@ -268,6 +268,7 @@ fn check_included(
     g: &Genesis,
     proven: &Proven,
     witness_k: u32,
+    strict: bool,
     what: &'static str,
     n: usize,
     inc: &IncludedEntry,
@@ -321,9 +322,13 @@ fn check_included(
                 .iter()
                 .any(|wn| *wn == line.name && key.key_id(wn, ALG_COSIGNATURE_V1) == line.key_id)
         });
+        // While members are still being proven (admissions in any order), a line of a key
+        // not proven yet is passed over; the final, strict pass over every checkpoint, once
+        // all admissions are in, requires every line to verify, so no byte of a bundle is
+        // without effect.
         match found {
             Some(w) => witnesses.push(w),
-            None if !claims_proven => {}
+            None if !claims_proven && !strict => {}
             None => {
                 return Err(EvidenceError::UnverifiedLine {
                     what,
@@ -372,7 +377,7 @@ fn prove_members(
         let mut waiting = Vec::new();
         for n in pending {
             let inc = &admissions[n];
-            let c = match check_included(g, &proven, witness_k, "admission", n, inc) {
+            let c = match check_included(g, &proven, witness_k, false, "admission", n, inc) {
                 Ok(c) => c,
                 Err(EvidenceError::UnprovenLog { .. }) => {
                     waiting.push(n);
@@ -411,7 +416,15 @@ fn prove_members(
         if !progress {
             let n = waiting[0];
             // Re-run the check to report the unproven log of the first stuck admission.
-            return match check_included(g, &proven, witness_k, "admission", n, &admissions[n]) {
+            return match check_included(
+                g,
+                &proven,
+                witness_k,
+                false,
+                "admission",
+                n,
+                &admissions[n],
+            ) {
                 Err(e) => Err(e),
                 Ok(_) => Err(EvidenceError::Conflict { n, why: "could not be ordered".into() }),
             };
@@ -452,10 +465,13 @@ pub fn verify(b: &Bundle, genesis: &Genesis, witness_k: u32) -> Result<Verdict, 
     }
     let mut statuses = Vec::new();
     let proven = prove_members(genesis, witness_k, &b.admissions, &mut statuses)?;
+    for (n, inc) in b.admissions.iter().enumerate() {
+        check_included(genesis, &proven, witness_k, true, "admission", n, inc)?;
+    }
     let mut positions = BTreeSet::new();
     let mut entries = Vec::with_capacity(b.records.len());
     for (n, inc) in b.records.iter().enumerate() {
-        let c = check_included(genesis, &proven, witness_k, "record", n, inc)?;
+        let c = check_included(genesis, &proven, witness_k, true, "record", n, inc)?;
         if c.entry.hop().is_none() {
             return Err(EvidenceError::WrongKind { what: "record", n });
         }

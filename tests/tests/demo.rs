@@ -29,6 +29,7 @@ fn demo_on_generated_mail() {
     assert_eq!(s["replicated"], true, "{s}");
     assert_eq!(s["traced_correct"], s["traced_total"], "{s}");
     assert!(s["evidence_verified"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["evidence_witnessed"], s["evidence_verified"], "unwitnessed evidence: {s}");
     assert_eq!(s["audit_clean"], true, "{s}");
     assert_eq!(s["expelled"], true, "{s}");
     // --keep leaves the genesis, each member's data and the evidence bundles.
@@ -75,4 +76,13 @@ fn demo_on_the_real_corpus_traces_every_message() {
     assert_eq!(s["traced_correct"], s["traced_total"], "{s}");
     assert_eq!(s["replicated"], true, "{s}");
     assert_eq!(s["audit_clean"], true, "{s}");
+}
+
+#[test]
+fn demo_refuses_a_corpus_without_messages_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(&["demo", "--corpus", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("no messages found"), "{err}");
+    assert!(!err.contains("founded"), "the ring started before the input was checked: {err}");
 }

@@ -128,6 +128,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
 
 async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
+    // Read real mail first: a wrong path should fail before any node starts.
+    let corpus = match &opts.corpus {
+        Some(p) => {
+            let msgs = read_corpus(p)?;
+            if msgs.is_empty() {
+                bail!(
+                    "no messages found in {} (looked for .eml files, an mbox file or a Maildir)",
+                    p.display()
+                );
+            }
+            Some(msgs)
+        }
+        None => None,
+    };
     // 1. The ring: two backbone members found it, three ISPs are admitted by their sponsors.
     let plan: [(&str, Option<&str>); 5] = [
         ("backbone-1.example", None),
@@ -224,8 +238,7 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
     let mut batches: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut expected: Vec<(Hash, String, String)> = Vec::new(); // (mfp1 at delivery, expected origin, label)
     let mut spam_fp = None;
-    if let Some(corpus) = &opts.corpus {
-        let msgs = read_corpus(corpus)?;
+    if let (Some(corpus), Some(msgs)) = (&opts.corpus, corpus) {
         say(format!("replaying {} real messages from {}", msgs.len(), corpus.display()));
         let mut seen_fp: BTreeMap<Hash, String> = BTreeMap::new();
         for (file, raw) in msgs {
@@ -418,7 +431,9 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
     ));
 
     // 7. The spamming ISP's sponsor expels it, citing the evidence.
-    if opts.corpus.is_none() {
+    if opts.corpus.is_none() && spam_bundle.is_none() {
+        say("no verified evidence against the spamming ISP: not expelling it");
+    } else if opts.corpus.is_none() {
         let spammer = &members[4];
         let sponsor = &members[1];
         let size = spammer
