@@ -72,7 +72,7 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
     };
     let member = a.dir.join("member.json");
     std::fs::write(&member, serde_json::to_string_pretty(&info)?)?;
-    println!(
+    outln!(
         "{}",
         serde_json::json!({ "name": a.name, "log_key": info.log_key, "node_key": info.node_key,
             "vkey": info.log_key.vkey(&a.name), "member_file": member, "keys": keys })
@@ -114,10 +114,10 @@ pub fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     genesis.check()?;
     std::fs::write(&abs.genesis, genesis.to_json())?;
     std::fs::write(&cfg_path, cfg.to_toml())?;
-    println!("initialised {} in {}", a.name, a.dir.display());
-    println!("  log key  {}", id.log_key.public());
-    println!("  ring id  {}", genesis.ring_id());
-    println!("run it with: ringlog node run --config {}", cfg_path.display());
+    outln!("initialised {} in {}", a.name, a.dir.display());
+    outln!("  log key  {}", id.log_key.public());
+    outln!("  ring id  {}", genesis.ring_id());
+    outln!("run it with: ringlog node run --config {}", cfg_path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,7 +170,7 @@ pub fn genesis(a: GenesisArgs) -> anyhow::Result<ExitCode> {
         cfg.genesis = out_abs.clone();
         std::fs::write(&p, cfg.to_toml())?;
     }
-    println!("{}", serde_json::json!({ "ring_id": g.ring_id(), "members": n, "out": a.out }));
+    outln!("{}", serde_json::json!({ "ring_id": g.ring_id(), "members": n, "out": a.out }));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -288,15 +288,15 @@ pub async fn node(c: NodeCmd) -> anyhow::Result<ExitCode> {
                 all.extend(report.problems);
             }
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "ok": all.is_empty(), "entries": entries, "checkpoints": checkpoints, "problems": all })
                 );
             } else {
                 for p in &all {
-                    println!("PROBLEM log {} {} {}: {}", p.log, p.object, p.at, p.what);
+                    outln!("PROBLEM log {} {} {}: {}", p.log, p.object, p.at, p.what);
                 }
-                println!(
+                outln!(
                     "{} entries, {} checkpoints checked: {}",
                     entries,
                     checkpoints,

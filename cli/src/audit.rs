@@ -56,10 +56,10 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         for l in &report.logs {
-            println!(
+            outln!(
                 "log {} ({}): {} entries, {} checkpoints, {} cosignatures, {} witnessed",
                 l.log,
                 l.member.as_deref().unwrap_or("?"),
@@ -70,13 +70,13 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for p in &report.problems {
-            println!("PROBLEM log {} {} {}: {}", p.log, p.object, p.at, p.what);
+            outln!("PROBLEM log {} {} {}: {}", p.log, p.object, p.at, p.what);
         }
         for r in &report.refusals {
-            println!("REFUSED log {} entry {}: {}", r.log, r.index, r.why);
+            outln!("REFUSED log {} entry {}: {}", r.log, r.index, r.why);
         }
         for e in &report.equivocations {
-            println!(
+            outln!(
                 "EQUIVOCATION by {} (log {}), proof {}: {}",
                 e.stored.member,
                 e.stored.log,
@@ -85,7 +85,7 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let entries: u64 = report.logs.iter().map(|l| l.entries).sum();
-        println!(
+        outln!(
             "{} logs, {} entries audited in {:.2} s ({:.0} entries/s): {}",
             report.logs.len(),
             entries,

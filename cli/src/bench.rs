@@ -29,7 +29,7 @@ pub async fn bench(c: BenchCmd) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&base)?;
             let r = ringlog_node::bench::append(&base, seconds, clients, batch, rate).await;
             let _ = std::fs::remove_dir_all(&base);
-            println!("{}", serde_json::to_string_pretty(&r?)?);
+            outln!("{}", serde_json::to_string_pretty(&r?)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -43,38 +43,39 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         && s.audit_clean
         && (a.corpus.is_some() || s.expelled);
     if a.json {
-        println!("{}", serde_json::to_string(&s)?);
+        outln!("{}", serde_json::to_string(&s)?);
     } else {
-        println!();
-        println!("messages relayed      {}", s.messages);
-        println!("hop records           {}", s.records);
-        println!("replicated everywhere {}", s.replicated);
-        println!("traced to origin      {}/{}", s.traced_correct, s.traced_total);
+        outln!();
+        outln!("messages relayed      {}", s.messages);
+        outln!("hop records           {}", s.records);
+        outln!("replicated everywhere {}", s.replicated);
+        outln!("traced to origin      {}/{}", s.traced_correct, s.traced_total);
         if !s.duplicates.is_empty() {
-            println!(
+            outln!(
                 "same message again    {} (replayed once; --json lists them)",
                 s.duplicates.len()
             );
         }
         if !s.unmapped.is_empty() {
-            println!("no usable Received:   {} ({})", s.unmapped.len(), s.unmapped.join(", "));
+            outln!("no usable Received:   {} ({})", s.unmapped.len(), s.unmapped.join(", "));
         }
-        println!(
+        outln!(
             "evidence verified     {} ({} witnessed)",
-            s.evidence_verified, s.evidence_witnessed
+            s.evidence_verified,
+            s.evidence_witnessed
         );
-        println!("audit clean           {}", s.audit_clean);
+        outln!("audit clean           {}", s.audit_clean);
         if a.corpus.is_none() {
-            println!("spammer expelled      {}", s.expelled);
+            outln!("spammer expelled      {}", s.expelled);
         }
         match &s.dir {
-            Some(d) => println!("files kept in         {d}"),
+            Some(d) => outln!("files kept in         {d}"),
             None => {
-                println!("files                 removed at exit (use --keep DIR to inspect them)")
+                outln!("files                 removed at exit (use --keep DIR to inspect them)")
             }
         }
         if ok {
-            println!("demo OK");
+            outln!("demo OK");
         } else {
             let mut why = Vec::new();
             if !s.replicated {
@@ -92,7 +93,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             if a.corpus.is_none() && !s.expelled {
                 why.push("spammer not expelled".into());
             }
-            println!("demo FAILED: {}", why.join("; "));
+            outln!("demo FAILED: {}", why.join("; "));
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

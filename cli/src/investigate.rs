@@ -155,11 +155,11 @@ pub async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
         let v = client.get(&path).await?;
         let found: Vec<BodyMatch> = serde_json::from_value(v.clone())?;
         if a.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("{} message(s) carried body {}", found.len(), f.body);
+            outln!("{} message(s) carried body {}", found.len(), f.body);
             for m in &found {
-                println!(
+                outln!(
                     "  {}  {} .. {}  {} record(s)  {}  entered at: {}  via: {}",
                     m.mfp1,
                     rfc3339(m.first_ms),
@@ -180,7 +180,7 @@ pub async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
     let v = client.get(&path).await?;
     let ans: TraceAnswer = serde_json::from_value(v.clone()).context("decoding the trace")?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
         print_trace(&ans.trace, &ans.contacts);
     }
@@ -247,7 +247,7 @@ fn next_text(n: &NextHop) -> String {
 }
 
 fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>) {
-    println!("message {} (matched by {:?})", t.query, t.matched_by);
+    outln!("message {} (matched by {:?})", t.query, t.matched_by);
     match &t.origin {
         Some(o) => {
             let how = match &o.kind {
@@ -255,11 +255,11 @@ fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>)
                 OriginKind::External { ip, helo } => format!("outside host {ip}, HELO {helo}"),
             };
             let abuse = contacts.get(&o.member).map(String::as_str).unwrap_or("unknown");
-            println!("origin: {} ({how}) at {}  [abuse: {abuse}]", o.member, rfc3339(o.time_ms));
+            outln!("origin: {} ({how}) at {}  [abuse: {abuse}]", o.member, rfc3339(o.time_ms));
         }
-        None => println!("origin: not found (no record shows the message entering the ring)"),
+        None => outln!("origin: not found (no record shows the message entering the ring)"),
     }
-    println!("path:");
+    outln!("path:");
     for (i, h) in t.hops.iter().enumerate() {
         let mut v = Vec::new();
         if let Some(x) = h.verdicts.trust {
@@ -272,7 +272,7 @@ fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>)
             v.push(format!("virus={x}"));
         }
         let tr = if h.transform.is_some() { " (changed the message)" } else { "" };
-        println!(
+        outln!(
             "  {:>2}. {}  {} #{}: from {} -> {}{tr}{}",
             i + 1,
             rfc3339(h.time_ms),
@@ -284,12 +284,12 @@ fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>)
         );
     }
     if !t.links.is_empty() {
-        println!("links:");
+        outln!("links:");
         for l in &t.links {
             if l.confirmed {
-                println!("  {} -> {}: confirmed by both", l.from, l.to);
+                outln!("  {} -> {}: confirmed by both", l.from, l.to);
             } else {
-                println!(
+                outln!(
                     "  {} -> {}: NOT CONFIRMED: {} ({}'s duty)",
                     l.from,
                     l.to,
@@ -300,10 +300,10 @@ fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>)
         }
     }
     for d in &t.deliveries {
-        println!("delivery: {} -> {} at {}", d.member, next_text(&d.to), rfc3339(d.time_ms));
+        outln!("delivery: {} -> {} at {}", d.member, next_text(&d.to), rfc3339(d.time_ms));
     }
     for n in &t.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
 }
 
@@ -448,7 +448,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let k = a.witness_k.unwrap_or(g.witness_k);
     let verdict = evidence::verify_bytes(&bytes, &g, k).context("evidence does not verify")?;
     if a.json {
-        println!("{}", serde_json::to_string(&verdict)?);
+        outln!("{}", serde_json::to_string(&verdict)?);
     } else {
         print_verdict(&verdict);
     }
@@ -463,9 +463,9 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_verdict(v: &Verdict) {
-    println!("evidence bundle {} is valid (ring {})", v.bundle_hash, v.ring_id);
+    outln!("evidence bundle {} is valid (ring {})", v.bundle_hash, v.ring_id);
     for c in &v.checkpoints {
-        println!(
+        outln!(
             "  checkpoint {} size {}: {} cosignature(s), {}",
             c.member,
             c.size,
@@ -475,11 +475,11 @@ fn print_verdict(v: &Verdict) {
     }
     for (m, by) in &v.proven_members {
         if by != "genesis" {
-            println!("  key of {m} proven by its admission by {by}");
+            outln!("  key of {m} proven by its admission by {by}");
         }
     }
     print_trace(&v.trace, &Default::default());
-    println!(
+    outln!(
         "witnessed: {}",
         if v.witnessed { "yes" } else { "NO (the members could still deny these checkpoints)" }
     );
@@ -502,9 +502,9 @@ fn verify_equivocation(a: &VerifyArgs, g: &Genesis, bytes: &[u8]) -> anyhow::Res
     let kind =
         p.verify(&m.log_key, &g.origin(&m.name)).context("equivocation proof does not verify")?;
     if a.json {
-        println!("{}", json!({ "valid": true, "member": m.name, "kind": kind }));
+        outln!("{}", json!({ "valid": true, "member": m.name, "kind": kind }));
     } else {
-        println!("equivocation proof is valid: {} signed {:?}", m.name, kind);
+        outln!("equivocation proof is valid: {} signed {:?}", m.name, kind);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -556,17 +556,18 @@ pub async fn reveal(a: RevealArgs) -> anyhow::Result<ExitCode> {
         let hit = records.iter().find(|(_, commitment, _)| *commitment == c);
         let ok = hit.is_some();
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "matches": ok, "commitment": c, "member": hit.map(|h| &h.2), "index": hit.map(|h| h.0.entry.index) })
             );
         } else if let Some((e, _, m)) = hit {
-            println!(
+            outln!(
                 "opening matches: {m} record #{} commits to account {:?}",
-                e.entry.index, a.account
+                e.entry.index,
+                a.account
             );
         } else {
-            println!("opening does NOT match any commitment of {mfp1}");
+            outln!("opening does NOT match any commitment of {mfp1}");
         }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
@@ -583,18 +584,19 @@ pub async fn reveal(a: RevealArgs) -> anyhow::Result<ExitCode> {
         let salt = customer_salt(&id.commit_secret, &h.mfp1, &h.queue_id, &a.account);
         if customer_commitment(&salt, &a.account) == *commitment {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     json!({ "member": member, "log": e.entry.log, "index": e.entry.index, "mfp1": h.mfp1,
                             "account": a.account, "salt": salt, "commitment": commitment })
                 );
             } else {
-                println!("record {member} #{}: account {:?}", e.entry.index, a.account);
-                println!("  salt       {salt}");
-                println!("  commitment {commitment}");
-                println!(
+                outln!("record {member} #{}: account {:?}", e.entry.index, a.account);
+                outln!("  salt       {salt}");
+                outln!("  commitment {commitment}");
+                outln!(
                     "check with: ringlog reveal --check --mfp1 {} --account {:?} --salt {salt}",
-                    h.mfp1, a.account
+                    h.mfp1,
+                    a.account
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -743,7 +745,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     ev.sort();
-    println!(
+    outln!(
         "records {}  logs {LOGS}  first governance scan {:.2} s\n\
              trace    n={} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
              evidence+verify (5 hops)  n={} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

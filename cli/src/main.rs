@@ -1,6 +1,22 @@
 //! The `ringlog` binary: thin clap commands over the node API, or over `ringlog-protocol`
 //! directly for offline work.
 
+/// `println!` that never panics: a closed pipe (`ringlog ... | head`) ends the output quietly.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics on a closed pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod admin;
 mod audit;
 mod bench;

@@ -78,7 +78,7 @@ impl Conn {
 
 fn print(json_out: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json_out {
-        println!("{v}");
+        outln!("{v}");
     } else {
         human(v);
     }
@@ -298,7 +298,7 @@ async fn submit(conn: &Conn, body: Body, what: &str) -> anyhow::Result<ExitCode>
         bail!("{what}: appended at index {} but the roster refused it: {why}", v["index"]);
     }
     print(conn.json, &v, |v| {
-        println!(
+        outln!(
             "{what}: appended as entry {} of {}'s log{}",
             v["index"],
             v["member"].as_str().unwrap_or("?"),
@@ -434,7 +434,7 @@ async fn countersign(a: CountersignArgs) -> anyhow::Result<ExitCode> {
     let v = json!({
         "member": me, "partner": a.partner, "end": a.end, "change": change, "countersig": sig,
     });
-    print(a.conn.json, &v, |v| println!("{}", v["countersig"].as_str().unwrap_or("")));
+    print(a.conn.json, &v, |v| outln!("{}", v["countersig"].as_str().unwrap_or("")));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -499,7 +499,7 @@ async fn cosign(a: CosignArgs) -> anyhow::Result<ExitCode> {
     };
     let sig = id.log_key.sign(&st);
     let v = json!({ "member": me, "decision": decision, "sig": sig, "quorum_sig": format!("{me}:{sig}") });
-    print(a.conn.json, &v, |v| println!("{}", v["quorum_sig"].as_str().unwrap_or("")));
+    print(a.conn.json, &v, |v| outln!("{}", v["quorum_sig"].as_str().unwrap_or("")));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -516,7 +516,7 @@ pub struct RosterArgs {
 pub async fn roster(a: RosterArgs) -> anyhow::Result<ExitCode> {
     let v = roster_json(&a.conn).await?;
     print(a.conn.json, &v, |v| {
-        println!("ring {}", v["ring_id"].as_str().unwrap_or("?"));
+        outln!("ring {}", v["ring_id"].as_str().unwrap_or("?"));
         for m in v["members"].as_array().into_iter().flatten() {
             let i = &m["info"];
             let role = match m["sponsor"].as_str() {
@@ -525,7 +525,7 @@ pub async fn roster(a: RosterArgs) -> anyhow::Result<ExitCode> {
             };
             let peers: Vec<&str> =
                 m["peers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            println!(
+            outln!(
                 "{:<24} {:<10} {:<28} hosts {} domains {}{}",
                 i["name"].as_str().unwrap_or("?"),
                 m["status"]["status"].as_str().unwrap_or("?"),
@@ -540,7 +540,7 @@ pub async fn roster(a: RosterArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for r in v["refused"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "refused: {} entry {}: {}",
                 r["member"].as_str().unwrap_or("?"),
                 r["index"],
@@ -573,8 +573,8 @@ pub async fn trust(a: TrustArgs) -> anyhow::Result<ExitCode> {
     let q = format!("/v1/trust?host={}", query_escape(&a.host));
     let v = a.conn.reader()?.get(&q).await.context("asking the node")?;
     print(a.conn.json, &v, |v| match v["member"].as_str() {
-        Some(m) => println!("{} ({m})", v["trust"].as_str().unwrap_or("?")),
-        None => println!("{}", v["trust"].as_str().unwrap_or("?")),
+        Some(m) => outln!("{} ({m})", v["trust"].as_str().unwrap_or("?")),
+        None => outln!("{}", v["trust"].as_str().unwrap_or("?")),
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -600,8 +600,8 @@ pub async fn route(a: RouteArgs) -> anyhow::Result<ExitCode> {
     print(a.conn.json, &v, |v| {
         let next = &v["next"];
         match next["member"].as_str() {
-            Some(m) => println!("{} {m}", next["route"].as_str().unwrap_or("?")),
-            None => println!("{}", next["route"].as_str().unwrap_or("?")),
+            Some(m) => outln!("{} {m}", next["route"].as_str().unwrap_or("?")),
+            None => outln!("{}", next["route"].as_str().unwrap_or("?")),
         }
     });
     Ok(ExitCode::SUCCESS)

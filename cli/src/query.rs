@@ -44,7 +44,7 @@ impl NodeArgs {
 
 fn print(json_out: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json_out {
-        println!("{v}");
+        outln!("{v}");
     } else {
         human(v);
     }
@@ -84,7 +84,10 @@ pub fn fingerprint(a: FingerprintArgs) -> anyhow::Result<ExitCode> {
             let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("listing {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
+                .filter(|p| {
+                    p.is_file()
+                        && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             inner.sort();
             files.extend(inner);
@@ -109,18 +112,18 @@ pub fn fingerprint(a: FingerprintArgs) -> anyhow::Result<ExitCode> {
                 "mfp1": x.mfp1, "mfp1_lite": x.mfp1_lite, "body": x.body,
                 "leaves": x.leaves, "defects": x.defects.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             });
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("{}  {}", x.mfp1, f.display());
-            println!("  mfp1-lite {}", x.mfp1_lite);
-            println!("  body      {}", x.body);
+            outln!("{}  {}", x.mfp1, f.display());
+            outln!("  mfp1-lite {}", x.mfp1_lite);
+            outln!("  body      {}", x.body);
             if x.leaves.len() > 1 {
                 for l in &x.leaves {
-                    println!("  part      {l}");
+                    outln!("  part      {l}");
                 }
             }
             for d in &x.defects {
-                println!("  defect    {d}");
+                outln!("  defect    {d}");
             }
         }
     }
@@ -196,7 +199,7 @@ pub async fn append(a: AppendArgs) -> anyhow::Result<ExitCode> {
         Client::new(Endpoint::Unix(cfg.api.socket))
     };
     let v = client.post("/v1/append", &req).await?;
-    println!("{v}");
+    outln!("{v}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -204,7 +207,7 @@ pub async fn logs(a: NodeArgs) -> anyhow::Result<ExitCode> {
     let v = a.http()?.get("/v1/logs").await?;
     print(a.json, &v, |v| {
         for l in v.as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "{:<28} size {:>10}  checkpoint {:>10}  root {}",
                 l["member"].as_str().unwrap_or("?"),
                 l["size"],
@@ -226,7 +229,7 @@ pub struct LogArgs {
 
 pub async fn checkpoint(a: LogArgs) -> anyhow::Result<ExitCode> {
     let v = a.node.http()?.get(&format!("/v1/logs/{}/checkpoint", a.log)).await?;
-    print(a.node.json, &v, |v| print!("{}", v["note"].as_str().unwrap_or("")));
+    print(a.node.json, &v, |v| out!("{}", v["note"].as_str().unwrap_or("")));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -253,7 +256,7 @@ pub async fn entries(a: EntriesArgs) -> anyhow::Result<ExitCode> {
         .await?;
     print(a.node.json, &v, |v| {
         for e in v.as_array().into_iter().flatten() {
-            println!("{}", serde_json::to_string(&e["entry"]).unwrap_or_default());
+            outln!("{}", serde_json::to_string(&e["entry"]).unwrap_or_default());
         }
     });
     Ok(ExitCode::SUCCESS)
@@ -327,7 +330,7 @@ pub async fn proof(c: ProofCmd) -> anyhow::Result<ExitCode> {
     };
     let mut v = v.clone();
     v["verified"] = json!(ok.is_ok());
-    print(node.json, &v, |v| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()));
+    print(node.json, &v, |v| outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default()));
     if let Err(e) = ok {
         bail!("the node's proof does not verify: {e}");
     }
@@ -378,7 +381,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
     let v = a.node.http()?.get(&format!("/v1/search?{}", q.join("&"))).await?;
     print(a.node.json, &v, |v| {
         for e in v.as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "{} #{}: {}",
                 e["member"].as_str().unwrap_or("?"),
                 e["index"],

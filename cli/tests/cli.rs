@@ -69,3 +69,36 @@ fn keygen_writes_keys_and_a_member_file_and_refuses_to_overwrite() {
     let again = ringlog(&["keygen", "--dir", d.to_str().unwrap(), "--name", "isp-x.example"]);
     assert!(!again.status.success(), "overwrote existing keys");
 }
+
+#[test]
+fn a_closed_pipe_ends_output_without_a_panic() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(
+            dir.path().join(format!("m{i:03}.eml")),
+            format!("From: a@x.org\nSubject: {i}\n\nbody\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join(".hidden"), "not mail").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["fingerprint", "--json", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head -c 16`
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _ = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    let out = ringlog(&["fingerprint", "--json", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        200,
+        "hidden files are not messages"
+    );
+}
