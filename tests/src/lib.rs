@@ -38,8 +38,22 @@ pub fn shared() -> Option<PathBuf> {
     None
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a node to listen on later. Taken below the kernel's
+/// ephemeral range (which starts at 32768), so that the outgoing connections of other tests
+/// running at the same time cannot take it between now and the node's start; a counter keeps
+/// the tests of one process apart, the process id the test binaries of one run.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 60) * 200;
+    for _ in 0..2_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + n % 12_000) as u16;
+        let port = if port >= 32_000 { 20_000 + (port - 32_000) } else { port };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -289,6 +303,31 @@ impl Ring {
         }
         panic!("timed out after {timeout:?} waiting for {what}");
     }
+}
+
+/// Makes a node (before it starts) checkpoint and run anti-entropy every 300 ms instead of the
+/// defaults, so multi-node tests settle quickly.
+pub fn tune(node: &Node) {
+    let p = node.config();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text
+        .replace("sync_interval_ms = 2000", "sync_interval_ms = 300")
+        .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
+    std::fs::write(&p, text).unwrap();
+}
+
+/// A counter or gauge from the node's `/metrics` (`None` when absent or unreachable).
+pub fn metric(node: &Node, name: &str) -> Option<u64> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(&node.http).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse::<f64>().ok().map(|v| v as u64)).flatten()
+    })
 }
 
 /// A hop request with a fresh fingerprint derived from `seed`.

@@ -6,33 +6,9 @@
 //! countersignature, a backbone expulsion without quorum, an admission of a key in use.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use ringlog_e2e::{hop, run, run_ok, Node, Ring};
+use ringlog_e2e::{hop, metric, run, run_ok, tune, Node, Ring};
 use serde_json::Value;
-use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
-
-/// Faster anti-entropy and checkpoints than the defaults, so the test settles quickly.
-fn tune(node: &Node) {
-    let p = node.config();
-    let text = std::fs::read_to_string(&p).unwrap();
-    let text = text
-        .replace("sync_interval_ms = 2000", "sync_interval_ms = 300")
-        .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
-    std::fs::write(&p, text).unwrap();
-}
-
-/// A metric from `/metrics` (`None` when absent or unreachable).
-fn metric(node: &Node, name: &str) -> Option<u64> {
-    let mut s = std::net::TcpStream::connect(&node.http).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == name).then(|| v.trim().parse::<f64>().ok().map(|v| v as u64)).flatten()
-    })
-}
 
 /// `ringlog ARGS --config NODE --json`, parsed.
 fn cli(node: &Node, args: &[&str]) -> Value {

@@ -5,19 +5,9 @@
 //! wrote nothing shows up as an unconfirmed link with its duty.
 #![allow(clippy::unwrap_used)] // tests
 
-use ringlog_e2e::{run, Node, Ring};
+use ringlog_e2e::{run, tune, Node, Ring};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// Faster anti-entropy and checkpoints than the defaults, so the test settles quickly.
-fn tune(node: &Node) {
-    let p = node.config();
-    let text = std::fs::read_to_string(&p).unwrap();
-    let text = text
-        .replace("sync_interval_ms = 2000", "sync_interval_ms = 300")
-        .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
-    std::fs::write(&p, text).unwrap();
-}
 
 const BASE: &str = "From: Alice <alice@m0.example>\r\n\
 To: Bob <bob@m3.example>\r\n\

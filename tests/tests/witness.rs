@@ -3,36 +3,9 @@
 //! proven to equivocate by every honest node, the proof verifies offline, and it is cut off.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use ringlog_e2e::{hop, run, Node, Ring};
+use ringlog_e2e::{hop, metric, run, tune, Node, Ring};
 use serde_json::{json, Value};
-use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
-
-/// Faster checkpoints and anti-entropy than the defaults, for short tests.
-fn tune(node: &Node) {
-    let p = node.config();
-    let text = std::fs::read_to_string(&p).unwrap();
-    let text = text
-        .replace("sync_interval_ms = 2000", "sync_interval_ms = 300")
-        .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
-    std::fs::write(&p, text).unwrap();
-}
-
-/// A metric from `/metrics` (0 when absent).
-fn metric(node: &Node, name: &str) -> u64 {
-    let Ok(mut s) = std::net::TcpStream::connect(&node.http) else { return 0 };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().ok()).flatten()
-        })
-        .map_or(0, |v| v as u64)
-}
 
 fn append(node: &Node, seed: u64, n: u64) {
     let reqs: Vec<Value> =
@@ -112,7 +85,7 @@ fn checkpoints_get_witnessed() {
             "{} cosigned nothing of m0: {notes:?}",
             n.name
         );
-        assert_eq!(metric(n, "ringlog_witness_faults_total"), 0, "{}", n.log());
+        assert_eq!(metric(n, "ringlog_witness_faults_total").unwrap_or(0), 0, "{}", n.log());
     }
 }
 
@@ -146,8 +119,8 @@ fn equivocation_is_proven_and_the_equivocator_cut_off() {
     }
     // The equivocator is refused: no honest node stays connected to it.
     Ring::wait_for(Duration::from_secs(15), "the equivocator to be disconnected", || {
-        metric(&ring.nodes[3], "ringlog_peers_connected") == 0
-            && honest.iter().all(|n| metric(n, "ringlog_peers_connected") == 2)
+        metric(&ring.nodes[3], "ringlog_peers_connected").unwrap_or(0) == 0
+            && honest.iter().all(|n| metric(n, "ringlog_peers_connected").unwrap_or(0) == 2)
     });
     // Honest nodes still replicate among themselves.
     append(&ring.nodes[0], 100, 2);
