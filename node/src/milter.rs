@@ -10,14 +10,14 @@
 
 use crate::hop::HopRequest;
 use crate::node::Shared;
-use async_trait::async_trait;
+use bytes::{BufMut as _, BytesMut};
 use miltr_common::actions::{Action, Continue, Replycode};
-use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient};
-use miltr_common::encoding::Writable as _;
+use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Recipient};
+use miltr_common::decoding::ClientCommand;
+use miltr_common::encoding::{ServerMessage, Writable as _};
 use miltr_common::modifications::headers::AddHeader;
 use miltr_common::modifications::ModificationResponse;
 use miltr_common::optneg::{Capability, MacroStage, OptNeg, Protocol};
-use miltr_server::{Milter, Server};
 use ringlog_protocol::fingerprint::{fingerprint, Fingerprint};
 use ringlog_protocol::record::{Body as EntryBody, Trust, Verdicts};
 use ringlog_protocol::roster::{normalize_domain, Roster, Route};
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::compat::TokioAsyncReadCompatExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// Most milter connections served at once; further ones are closed at once (Postfix then applies
 /// `milter_default_action`).
@@ -44,10 +44,26 @@ pub const UNTRUSTED_SCORE_MILLI: i32 = 5000;
 /// Spam score (times 1000) the milter adds for mail from an expelled member.
 pub const EXPELLED_SCORE_MILLI: i32 = 10000;
 
-/// The roster the milter decides by. Until the node keeps a live roster (folded from every
-/// replicated log), this is the genesis roster; this is the one place to switch.
-pub fn current_roster(shared: &Shared) -> Roster {
-    Roster::from_genesis(&shared.genesis)
+/// The protocol steps the milter asks Postfix to leave out (it needs neither DATA nor unknown
+/// SMTP commands) and the ones it never answers, so that Postfix does not wait for a round trip
+/// per header field, recipient or body chunk. Only the end of message is answered (and RCPT when
+/// `refuse_untrusted_relay` may refuse a recipient). Steps the MTA does not offer are answered as
+/// usual.
+pub const QUIET_STEPS: Protocol = Protocol::NO_UNKNOWN
+    .union(Protocol::NO_DATA)
+    .union(Protocol::NR_CONNECT)
+    .union(Protocol::NR_HELO)
+    .union(Protocol::NR_MAIL)
+    .union(Protocol::NR_DATA)
+    .union(Protocol::NR_UNKNOWN)
+    .union(Protocol::NR_HEADER)
+    .union(Protocol::NR_END_OF_HEADER)
+    .union(Protocol::NR_BODY);
+
+/// The roster the milter decides by: the node's live roster, folded from genesis and every
+/// governance entry held.
+pub fn current_roster(shared: &Shared) -> Arc<Roster> {
+    shared.roster.roster()
 }
 
 /// Binds the milter listener from `cfg.milter.listen` and serves it in a task.
@@ -90,10 +106,7 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         tokio::spawn(async move {
             let _permit = permit;
             let mut session = Session::new(shared);
-            let mut server = Server::new(&mut session, false, MAX_PACKET);
-            let mut io = stream.compat();
-            match tokio::time::timeout(MAX_CONNECTION_TIME, server.handle_connection(&mut io)).await
-            {
+            match tokio::time::timeout(MAX_CONNECTION_TIME, converse(&mut session, stream)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "milter connection ended with an error; no record for an unfinished message")
@@ -108,6 +121,114 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                 );
             }
         });
+    }
+}
+
+/// Why a milter connection ended before the MTA closed it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Reading or writing the socket failed (including a close in the middle of a packet).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A packet announced more than `MAX_PACKET` bytes.
+    #[error("packet of {0} bytes is over the limit of {MAX_PACKET} bytes")]
+    TooLarge(usize),
+    /// A packet that is not a milter command, or a malformed one.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Appends one milter packet (length, code, payload) to `out`.
+fn put(out: &mut BytesMut, m: &ServerMessage) {
+    // The payload is at most a header field we built or an option reply: far below u32::MAX.
+    let len = u32::try_from(m.len() + 1).unwrap_or(u32::MAX);
+    out.put_u32(len);
+    out.put_u8(m.code());
+    m.write(out);
+}
+
+/// Serves one milter connection until the MTA quits or closes it. Commands whose step was
+/// negotiated as "no reply" get none: the MTA is not waiting for one.
+pub async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    stream: S,
+) -> Result<(), ConnError> {
+    let mut io = tokio::io::BufReader::with_capacity(64 * 1024, stream);
+    let mut out = BytesMut::with_capacity(512);
+    loop {
+        let mut len = [0u8; 4];
+        match io.read_exact(&mut len).await {
+            Ok(_) => {}
+            // Closed between packets: the MTA is done.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > MAX_PACKET {
+            return Err(ConnError::TooLarge(n));
+        }
+        let mut packet = BytesMut::zeroed(n);
+        io.read_exact(&mut packet).await?;
+        let command =
+            ClientCommand::parse(packet).map_err(|e| ConnError::Protocol(e.to_string()))?;
+        let p = session.proto;
+        let (action, quiet): (Option<Action>, bool) = match command {
+            ClientCommand::OptNeg(theirs) => {
+                let ours = session.negotiate(&theirs)?;
+                put(&mut out, &ServerMessage::from(ours));
+                (None, true)
+            }
+            ClientCommand::Macro(m) => {
+                session.take_macros(&m);
+                (None, true)
+            }
+            ClientCommand::Connect(c) => {
+                (Some(session.connect(&c)), p.contains(Protocol::NR_CONNECT))
+            }
+            ClientCommand::Helo(h) => (Some(session.helo(&h)), p.contains(Protocol::NR_HELO)),
+            ClientCommand::Mail(_) => (Some(session.mail()), p.contains(Protocol::NR_MAIL)),
+            ClientCommand::Recipient(r) => {
+                (Some(session.rcpt(&r)), p.contains(Protocol::NR_RECIPIENT))
+            }
+            ClientCommand::Data(_) => (Some(Continue.into()), p.contains(Protocol::NR_DATA)),
+            ClientCommand::Header(h) => (Some(session.header(&h)), p.contains(Protocol::NR_HEADER)),
+            ClientCommand::EndOfHeader(_) => {
+                (Some(session.end_of_header()), p.contains(Protocol::NR_END_OF_HEADER))
+            }
+            ClientCommand::Body(b) => (Some(session.body(&b)), p.contains(Protocol::NR_BODY)),
+            ClientCommand::Unknown(_) => (Some(Continue.into()), p.contains(Protocol::NR_UNKNOWN)),
+            ClientCommand::EndOfBody(_) => {
+                let mut resp = session.end_of_body().await;
+                resp.filter_mods_by_caps(session.caps);
+                let msgs: Vec<ServerMessage> = resp.into();
+                for m in &msgs {
+                    put(&mut out, m);
+                }
+                (None, true)
+            }
+            ClientCommand::Abort(_) => {
+                session.abort();
+                (None, true)
+            }
+            ClientCommand::Quit(_) => return Ok(()),
+            ClientCommand::QuitNc(_) => {
+                // The MTA keeps the connection for a new SMTP session.
+                session.reset_connection();
+                (None, true)
+            }
+        };
+        if let Some(a) = action {
+            if !quiet {
+                put(&mut out, &ServerMessage::from(a));
+            } else if !matches!(a, Action::Continue(_)) {
+                // Cannot happen: a step that may refuse is never negotiated as "no reply".
+                tracing::warn!("milter: a verdict for a step the MTA does not wait for is lost");
+            }
+        }
+        if !out.is_empty() {
+            io.get_mut().write_all(&out).await?;
+            out.clear();
+        }
     }
 }
 
@@ -266,18 +387,23 @@ impl Message {
 }
 
 /// One milter connection (one SMTP session).
-struct Session {
+pub struct Session {
     shared: Arc<Shared>,
-    roster: Roster,
+    roster: Arc<Roster>,
     routes: BTreeMap<String, String>,
     ip: Option<IpAddr>,
     helo: String,
     leadspc: bool,
+    /// The protocol steps agreed with the MTA (which ones get no answer).
+    proto: Protocol,
+    /// The actions agreed with the MTA.
+    caps: Capability,
     msg: Message,
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>) -> Session {
+    /// A session for a new milter connection.
+    pub fn new(shared: Arc<Shared>) -> Session {
         let roster = current_roster(&shared);
         let routes = shared
             .cfg
@@ -293,6 +419,8 @@ impl Session {
             ip: None,
             helo: String::new(),
             leadspc: false,
+            proto: Protocol::empty(),
+            caps: Capability::SMFIF_ADDHDRS,
             msg: Message::default(),
         }
     }
@@ -393,55 +521,54 @@ pub fn score(trust: Trust) -> Option<i32> {
     }
 }
 
-#[async_trait]
-impl Milter for Session {
-    type Error = std::convert::Infallible;
-
-    async fn option_negotiation(
-        &mut self,
-        theirs: OptNeg,
-    ) -> Result<OptNeg, miltr_server::Error<Self::Error>> {
+impl Session {
+    /// Option negotiation: what we may do (add header fields), which steps we skip or leave
+    /// unanswered, and the macros we need.
+    fn negotiate(&mut self, theirs: &OptNeg) -> Result<OptNeg, ConnError> {
+        let mut quiet = QUIET_STEPS;
+        if !self.shared.cfg.milter.refuse_untrusted_relay {
+            // RCPT is only answered when the answer may be a refusal.
+            quiet |= Protocol::NR_RECIPIENT;
+        }
         let mut ours = OptNeg {
             capabilities: Capability::SMFIF_ADDHDRS,
-            protocol: Protocol::SMFIP_HDR_LEADSPC,
+            protocol: Protocol::SMFIP_HDR_LEADSPC | quiet,
             ..OptNeg::default()
         };
         // Ask for what we need even where the MTA's own macro lists leave it out.
         ours.macro_stages.with_stage(MacroStage::MailFrom, &["i", "{auth_authen}"]);
         ours.macro_stages.with_stage(MacroStage::EndOfBody, &["i"]);
-        let ours = ours
-            .merge_compatible(&theirs)
-            .map_err(miltr_common::ProtocolError::CompatibilityError)?;
+        // Keeps the steps both sides know (an older MTA just answers more often).
+        let ours = ours.merge_compatible(theirs).map_err(|e| ConnError::Protocol(e.to_string()))?;
         self.leadspc = ours.protocol.contains(Protocol::SMFIP_HDR_LEADSPC);
+        self.proto = ours.protocol;
+        self.caps = ours.capabilities;
         Ok(ours)
     }
 
-    async fn macro_(&mut self, m: Macro) -> Result<(), Self::Error> {
-        self.take_macros(&m);
-        Ok(())
-    }
-
-    async fn connect(&mut self, c: Connect) -> Result<Action, Self::Error> {
+    fn connect(&mut self, c: &Connect) -> Action {
         self.ip = c.address().trim().trim_start_matches('[').trim_end_matches(']').parse().ok();
         if self.ip.is_none() {
             tracing::debug!(address = %c.address(), "milter connection without an IP address");
         }
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn helo(&mut self, h: Helo) -> Result<Action, Self::Error> {
+    fn helo(&mut self, h: &Helo) -> Action {
         self.helo = bounded(&h.helo());
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn mail(&mut self, _m: Mail) -> Result<Action, Self::Error> {
+    fn mail(&mut self) -> Action {
         // Macros for this stage arrived just before; keep them across the reset.
         let (queue_id, auth) = (self.msg.queue_id.clone(), self.msg.auth.clone());
         self.msg = Message { mail: true, queue_id, auth, ..Message::default() };
-        Ok(Continue.into())
+        // Each message is decided by the roster as it is now.
+        self.roster = current_roster(&self.shared);
+        Continue.into()
     }
 
-    async fn rcpt(&mut self, r: Recipient) -> Result<Action, Self::Error> {
+    fn rcpt(&mut self, r: &Recipient) -> Action {
         let domain = bounded(&rcpt_domain(&r.recipient()));
         if self.shared.cfg.milter.refuse_untrusted_relay {
             let (prev, trust) = self.prev();
@@ -449,12 +576,12 @@ impl Milter for Session {
                 next_hop(&self.roster, &self.routes, self.me(), &domain).starts_with("local:");
             if trust != Trust::Trusted && !local {
                 tracing::info!(prev = %prev.label(), %domain, "refused: untrusted sender may not relay to a non-local domain");
-                return Ok(Replycode::new(
+                return Replycode::new(
                     [5, 5, 0],
                     [5, 7, 1],
                     "ring policy: mail from outside the ring is delivered locally only",
                 )
-                .into());
+                .into();
             }
         }
         if self.msg.rcpts.len() < MAX_RCPTS {
@@ -462,10 +589,10 @@ impl Milter for Session {
         } else {
             self.msg.extra_rcpts = self.msg.extra_rcpts.saturating_add(1);
         }
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn header(&mut self, h: Header) -> Result<Action, Self::Error> {
+    fn header(&mut self, h: &Header) -> Action {
         let mut buf = bytes::BytesMut::with_capacity(h.len());
         h.write(&mut buf);
         // name NUL value NUL
@@ -490,17 +617,17 @@ impl Milter for Session {
         line.extend_from_slice(b"\r\n");
         let limit = self.limit();
         self.msg.push(limit, &line);
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn end_of_header(&mut self) -> Result<Action, Self::Error> {
+    fn end_of_header(&mut self) -> Action {
         let limit = self.limit();
         self.msg.push(limit, b"\r\n");
         self.msg.in_body = true;
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn body(&mut self, b: Body) -> Result<Action, Self::Error> {
+    fn body(&mut self, b: &Body) -> Action {
         if !self.msg.in_body {
             let limit = self.limit();
             self.msg.push(limit, b"\r\n");
@@ -508,10 +635,10 @@ impl Milter for Session {
         }
         let limit = self.limit();
         self.msg.push(limit, b.as_bytes());
-        Ok(Continue.into())
+        Continue.into()
     }
 
-    async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
+    async fn end_of_body(&mut self) -> ModificationResponse {
         let started = std::time::Instant::now();
         let (prev, trust) = self.prev();
         let me = self.me().to_string();
@@ -558,15 +685,21 @@ impl Milter for Session {
         }
         let (queue_id, auth) = (String::new(), None);
         self.msg = Message { queue_id, auth, ..Message::default() };
-        Ok(resp.contin())
+        resp.contin()
     }
 
-    async fn abort(&mut self) -> Result<(), Self::Error> {
+    fn abort(&mut self) {
         if self.msg.started() && !self.msg.raw.is_empty() {
             tracing::debug!(queue_id = %self.msg.queue_id, "milter message aborted by the MTA; no record");
         }
         self.msg = Message::default();
-        Ok(())
+    }
+
+    /// Forgets the SMTP session (the MTA reuses the connection for another one).
+    fn reset_connection(&mut self) {
+        self.abort();
+        self.ip = None;
+        self.helo.clear();
     }
 }
 

@@ -56,20 +56,54 @@ async fn node(tmp: &std::path::Path, max: usize, refuse: bool) -> (Running, Stri
 /// A raw milter client (the MTA side of the protocol).
 struct Mta {
     s: TcpStream,
+    /// The protocol steps agreed (`SMFIP_*` bits from the milter's option reply).
+    proto: u32,
 }
+
+/// Every protocol step flag of milter protocol version 6, as Postfix offers them.
+const ALL_STEPS: u32 = 0x001f_ffff;
+/// `SMFIP_NR_*`: the steps a milter may leave unanswered, by command code.
+const NO_REPLY: &[(u8, u32)] = &[
+    (b'C', 0x1000),
+    (b'H', 0x2000),
+    (b'M', 0x4000),
+    (b'R', 0x8000),
+    (b'T', 0x1_0000),
+    (b'U', 0x2_0000),
+    (b'N', 0x4_0000),
+    (b'B', 0x8_0000),
+    (b'L', 0x80),
+];
+/// `SMFIP_NODATA`, `SMFIP_NOUNKNOWN`: steps the milter may ask the MTA to leave out.
+const NO_SEND: &[(u8, u32)] = &[(b'T', 0x200), (b'U', 0x100)];
 
 impl Mta {
     async fn connect(addr: &str) -> Mta {
-        let mut m = Mta { s: TcpStream::connect(addr).await.unwrap() };
-        // Version 6, all actions, all protocol steps offered.
+        Mta::connect_offering(addr, ALL_STEPS).await
+    }
+
+    /// Connects as an MTA of milter version 6 offering the protocol steps `offer`.
+    async fn connect_offering(addr: &str, offer: u32) -> Mta {
+        let mut m = Mta { s: TcpStream::connect(addr).await.unwrap(), proto: 0 };
         let mut o = Vec::new();
         o.extend_from_slice(&6u32.to_be_bytes());
         o.extend_from_slice(&0x1ffu32.to_be_bytes());
-        o.extend_from_slice(&0x001f_ffffu32.to_be_bytes());
+        o.extend_from_slice(&offer.to_be_bytes());
         m.send(b'O', &o).await;
-        let (c, _) = m.read().await.unwrap();
+        let (c, d) = m.read().await.unwrap();
         assert_eq!(c, b'O');
+        m.proto = u32::from_be_bytes(d[8..12].try_into().unwrap());
+        assert_eq!(m.proto & !offer, 0, "the milter took steps the MTA did not offer");
         m
+    }
+
+    fn flag(table: &[(u8, u32)], cmd: u8) -> u32 {
+        table.iter().find(|(c, _)| *c == cmd).map_or(0, |(_, f)| *f)
+    }
+
+    /// Whether the milter answers `cmd`.
+    fn answers(&self, cmd: u8) -> bool {
+        self.proto & Mta::flag(NO_REPLY, cmd) == 0
     }
 
     async fn send(&mut self, cmd: u8, data: &[u8]) {
@@ -89,9 +123,16 @@ impl Mta {
         Some((c, p[1..].to_vec()))
     }
 
-    /// Sends a command and returns the reply code.
+    /// Sends a command (unless the milter asked not to get it) and returns the reply code;
+    /// `c` (continue) for a step the milter does not answer, as the protocol means it.
     async fn step(&mut self, cmd: u8, data: &[u8]) -> u8 {
+        if self.proto & Mta::flag(NO_SEND, cmd) != 0 {
+            return b'c';
+        }
         self.send(cmd, data).await;
+        if !self.answers(cmd) {
+            return b'c';
+        }
         self.read().await.unwrap().0
     }
 
@@ -137,6 +178,8 @@ impl Mta {
         let (head, body) = (&raw[..split + 2], &raw[split + 4..]);
         for line in String::from_utf8_lossy(head).split("\r\n").filter(|l| !l.is_empty()) {
             let (n, v) = line.split_once(':').unwrap();
+            // Without SMFIP_HDR_LEADSPC the MTA drops the space after the colon.
+            let v = if self.proto & 0x10_0000 == 0 { v.strip_prefix(' ').unwrap_or(v) } else { v };
             assert_eq!(self.step(b'L', format!("{n}\0{v}\0").as_bytes()).await, b'c');
         }
         assert_eq!(self.step(b'N', b"").await, b'c');
@@ -306,6 +349,7 @@ async fn refuses_untrusted_relay_when_configured() {
     let raw = msg("relay", 1);
     // Outside the ring, to a member's domain: refused at RCPT.
     let mut mta = Mta::connect(&addr).await;
+    assert!(mta.answers(b'R'), "RCPT must be answered when it may be refused");
     let (_, code) = mta.message("198.51.100.5", None, &["bob@peer.example"], &raw).await;
     assert_eq!(code, b'y', "a reply code (550) for the recipient");
     // Outside the ring, to a local domain: accepted.
@@ -316,5 +360,38 @@ async fn refuses_untrusted_relay_when_configured() {
     let mut mta = Mta::connect(&addr).await;
     let (_, code) = mta.message("198.51.100.5", Some("alice"), &["bob@peer.example"], &raw).await;
     assert_eq!(code, b'c');
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_only_what_the_mta_waits_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, addr) = node(tmp.path(), 1 << 20, false).await;
+    // Postfix offers every step: only the end of message is answered, DATA and unknown
+    // commands are not even sent.
+    let mta = Mta::connect(&addr).await;
+    for cmd in [b'C', b'H', b'M', b'R', b'L', b'N', b'B', b'T', b'U'] {
+        assert!(!mta.answers(cmd), "the milter still answers {}", cmd as char);
+    }
+    assert_eq!(mta.proto & 0x300, 0x300, "SMFIP_NODATA and SMFIP_NOUNKNOWN");
+    // Pipelined without waiting, as Postfix does: the record and the header still come.
+    let raw = msg("quiet", 3);
+    let mut mta = mta;
+    let (added, code) = mta.message("192.0.2.7", Some("alice"), &["x@me.example"], &raw).await;
+    assert_eq!(code, b'c');
+    assert!(header(&added, "X-Ringlog").unwrap().contains("index="), "{added:?}");
+    assert_eq!(hops(&r, &raw).len(), 1);
+
+    // An MTA that offers no "no reply" steps gets an answer to every command (a stray or
+    // missing answer would desynchronise the exchange and fail the message below).
+    let mut old = Mta::connect_offering(&addr, 0x7f).await;
+    for cmd in [b'C', b'H', b'M', b'R', b'L', b'N', b'B', b'T'] {
+        assert!(old.answers(cmd));
+    }
+    let raw = msg("chatty", 3);
+    let (added, code) = old.message("192.0.2.7", None, &["x@me.example"], &raw).await;
+    assert_eq!(code, b'c');
+    assert!(header(&added, "X-Ringlog").unwrap().contains("index="), "{added:?}");
+    assert_eq!(hops(&r, &raw).len(), 1);
     r.stop().await.unwrap();
 }
