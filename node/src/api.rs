@@ -76,6 +76,7 @@ pub fn router(shared: Arc<Shared>, listener: Listener) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/postfix-log", get(crate::postfix_log::api))
         .route("/v1/append", append)
         .route("/v1/governance", governance)
         .route("/v1/logs", get(logs))
@@ -143,6 +144,11 @@ async fn metrics(State(s): Ctx) -> Result<String, ApiError> {
     }
     for (name, value) in s.extra_metrics() {
         out.push_str(&format!("{name} {value}\n"));
+    }
+    if s.cfg.postfix_log.path.is_some() {
+        for (name, value) in s.postfix_log.metrics() {
+            out.push_str(&format!("# TYPE {name} counter\n{name} {value}\n"));
+        }
     }
     Ok(out)
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// The milter endpoint.
     pub milter: MilterConfig,
+    /// Following Postfix's delivery log (see `postfix_log.rs`).
+    pub postfix_log: PostfixLogConfig,
 }
 
 /// HTTP API settings.
@@ -85,6 +87,24 @@ pub struct MilterConfig {
     pub routes: std::collections::BTreeMap<String, String>,
 }
 
+/// Postfix delivery log follower settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostfixLogConfig {
+    /// The log file Postfix writes (`maillog_file`, or syslog's mail log); unset: off.
+    pub path: Option<PathBuf>,
+    /// How often to look for new lines.
+    pub poll_ms: u64,
+    /// Read a file that exists at start from its beginning rather than from its end.
+    pub from_start: bool,
+}
+
+impl Default for PostfixLogConfig {
+    fn default() -> Self {
+        PostfixLogConfig { path: None, poll_ms: 500, from_start: false }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -96,6 +116,7 @@ impl Default for Config {
             log: LogConfig::default(),
             p2p: P2pConfig::default(),
             milter: MilterConfig::default(),
+            postfix_log: PostfixLogConfig::default(),
         }
     }
 }
@@ -164,6 +185,9 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = self.postfix_log.path.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
         }
     }
 

@@ -15,6 +15,7 @@ pub mod investigate;
 pub mod milter;
 pub mod net;
 pub mod node;
+pub mod postfix_log;
 pub mod query;
 pub mod replicator;
 pub mod store;

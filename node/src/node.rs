@@ -42,6 +42,8 @@ pub struct Shared {
     pub gauges: RwLock<BTreeMap<String, u64>>,
     /// The roster, folded from genesis and every governance entry held.
     pub roster: crate::governance::LiveRoster,
+    /// What the Postfix delivery log follower found.
+    pub postfix_log: crate::postfix_log::Status,
 }
 
 impl Shared {
@@ -197,6 +199,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         names: RwLock::new(names),
         gauges: RwLock::new(BTreeMap::new()),
         roster,
+        postfix_log: Default::default(),
     });
     let mut tasks = Vec::new();
     // The own log's governance entries reach the roster as soon as they are durable.
@@ -266,6 +269,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if !shared.cfg.milter.listen.is_empty() {
         tasks.push(crate::milter::start(shared.clone()).await?);
     }
+    tasks.extend(crate::postfix_log::start(shared.clone()));
     // --- end milter ---
 
     tracing::info!(

@@ -25,6 +25,9 @@ const SMTP_PORT: u16 = 2525;
 /// A second smtpd on A without the milter, for the throughput comparison.
 const PLAIN_PORT: u16 = 2526;
 const DEST: &str = "dest.example";
+/// A domain A's transport map sends straight to C, behind the ring's back: the delivery log
+/// follower must notice that the real next hop is not the recorded one.
+const STRAY: &str = "stray.example";
 const NAME_A: &str = "isp-a.example";
 const NAME_B: &str = "backbone-b.example";
 const NAME_C: &str = "isp-c.example";
@@ -103,7 +106,7 @@ struct Instance {
     host: &'static str,
     milter_port: u16,
     transport: Vec<(String, String)>,
-    local_domain: Option<&'static str>,
+    local_domains: &'static [&'static str],
     sasl: bool,
 }
 
@@ -122,7 +125,7 @@ impl Instance {
             let t: Vec<String> = self.transport.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("transport_maps = inline:{{{}}}\n", t.join(", "))
         };
-        let vdomain = self.local_domain.unwrap_or("");
+        let vdomain = self.local_domains.join(", ");
         let main = format!(
             "compatibility_level = 3.6
 queue_directory = {dd}/queue
@@ -370,22 +373,31 @@ fn records(node: &Node, mfp1: &str) -> Vec<(Value, Value)> {
         .collect()
 }
 
-fn set_milter(node: &Node, port: u16, routes: &[(&str, &str)]) {
+/// Turns on the node's milter on `port` and its follower of the Postfix log `maillog`.
+fn set_milter(node: &Node, port: u16, maillog: &Path) {
     let cfg = std::fs::read_to_string(node.config()).unwrap();
     let marker = "[milter]\nlisten = \"\"";
     assert!(cfg.contains(marker), "unexpected config layout:\n{cfg}");
     let mut text = cfg.replace(marker, &format!("[milter]\nlisten = \"127.0.0.1:{port}\""));
-    if !routes.is_empty() {
-        let entries: Vec<String> =
-            routes.iter().map(|(d, to)| format!("\"{d}\" = \"{to}\"\n")).collect();
-        if text.contains("[milter.routes]\n") {
-            text = text
-                .replace("[milter.routes]\n", &format!("[milter.routes]\n{}", entries.concat()));
-        } else {
-            text.push_str(&format!("\n[milter.routes]\n{}", entries.concat()));
-        }
-    }
+    let marker = "[postfix_log]\npoll_ms = 500";
+    assert!(text.contains(marker), "unexpected config layout:\n{text}");
+    text = text
+        .replace(marker, &format!("[postfix_log]\npath = {:?}\npoll_ms = 100", maillog.display()));
     std::fs::write(node.config(), text).unwrap();
+}
+
+/// A `ringlog` command against a node's Unix socket, printing JSON.
+fn cli(node: &Node, args: &[&str]) -> Value {
+    let cfg = node.config();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--config", cfg.to_str().unwrap(), "--json"]);
+    let out = run_ok(&all);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{all:?}: {e}: {out}"))
+}
+
+/// The delivery log follower's counter `name` on a node.
+fn follower(node: &Node, name: &str) -> u64 {
+    node.get("/v1/postfix-log")["counters"][name].as_u64().unwrap()
 }
 
 #[test]
@@ -409,7 +421,8 @@ fn postfix_ring() {
     sh(&["chmod", "755", tmp.path().to_str().unwrap()]);
     let mut guard = Guard::default();
 
-    // --- the ring: three founding members, each with a milter ---
+    // --- the ring: backbone B and destination C found it; B admits A as its customer ISP, so
+    // ring routing from A goes up through B, as A's transport map does ---
     let (ma, mb, mc) = (free_port(), free_port(), free_port());
     let mut a = Node::init(&tmp.path().join("node-a"), NAME_A, &["--mail-host", IP_A]);
     let mut b = Node::init(&tmp.path().join("node-b"), NAME_B, &["--mail-host", IP_B]);
@@ -423,21 +436,25 @@ fn postfix_ring() {
         "--out",
         genesis.to_str().unwrap(),
         "--member",
-        a.dir.to_str().unwrap(),
-        "--member",
         b.dir.to_str().unwrap(),
         "--member",
         c.dir.to_str().unwrap(),
     ]);
-    // Founding members are all backbone, so ring routing from A would go straight to C; A's
-    // transport map sends DEST through B, and A's milter is told the same.
-    let to_b = format!("member:{NAME_B}");
-    set_milter(&a, ma, &[(DEST, &to_b)]);
-    set_milter(&b, mb, &[]);
-    set_milter(&c, mc, &[]);
-    for n in [&mut a, &mut b, &mut c] {
-        n.start();
-    }
+    std::fs::copy(&genesis, a.dir.join("genesis.json")).unwrap();
+    let maillog = |n: &str| tmp.path().join(n).join("maillog");
+    set_milter(&a, ma, &maillog("pf-a"));
+    set_milter(&b, mb, &maillog("pf-b"));
+    set_milter(&c, mc, &maillog("pf-c"));
+    b.start();
+    c.start();
+    let admitted =
+        cli(&b, &["member", "admit", "--member-file", a.dir.join("member.json").to_str().unwrap()]);
+    assert_eq!(admitted["applied"], Value::Bool(true), "{admitted}");
+    a.start();
+    // A learns its admission from B's log; then its milter routes DEST up to B.
+    wait_until(Duration::from_secs(60), "A's roster to route DEST through B", || {
+        cli(&a, &["route", DEST])["next"].to_string().contains(NAME_B)
+    });
 
     // --- three Postfix instances ---
     for ip in [IP_A, IP_B, IP_C] {
@@ -451,8 +468,12 @@ fn postfix_ring() {
         ip: IP_A,
         host: "mx.isp-a.example",
         milter_port: ma,
-        transport: vec![(DEST.into(), relay(IP_B)), ("perf.example".into(), "discard:".into())],
-        local_domain: None,
+        transport: vec![
+            (DEST.into(), relay(IP_B)),
+            (STRAY.into(), relay(IP_C)),
+            ("perf.example".into(), "discard:".into()),
+        ],
+        local_domains: &[],
         sasl: true,
     };
     let pb = Instance {
@@ -461,7 +482,7 @@ fn postfix_ring() {
         host: "mx.backbone-b.example",
         milter_port: mb,
         transport: vec![(DEST.into(), relay(IP_C))],
-        local_domain: None,
+        local_domains: &[],
         sasl: false,
     };
     let pc = Instance {
@@ -470,7 +491,7 @@ fn postfix_ring() {
         host: "mx.isp-c.example",
         milter_port: mc,
         transport: vec![],
-        local_domain: Some(DEST),
+        local_domains: &[DEST, STRAY],
         sasl: false,
     };
     let dirs: Vec<String> = [&pa, &pb, &pc].iter().map(|i| i.dir.display().to_string()).collect();
@@ -566,7 +587,66 @@ fn postfix_ring() {
         t0.elapsed()
     );
 
+    // --- the delivery log followers: every corpus hop went where its record said ---
+    for n in [&a, &b, &c] {
+        wait_until(Duration::from_secs(20), "the follower to check the corpus deliveries", || {
+            follower(n, "checked") >= CORPUS.len() as u64
+        });
+        assert_eq!(follower(n, "mismatches"), 0, "{}: {}", n.name, n.get("/v1/postfix-log"));
+    }
+    // Mail that A's transport map sends straight to C, while ring routing (and so A's record)
+    // says otherwise: the follower at A reports it.
+    let stray = |k: u32| {
+        let m = format!("From: alice@isp-a.example\r\nTo: u@{STRAY}\r\nSubject: stray {k}\r\nMessage-ID: <stray{k}@isp-a.example>\r\n\r\nstray {k}\r\n");
+        let n0 = pc.delivered().len();
+        let qid =
+            customer.send("alice@isp-a.example", &format!("u{k}@{STRAY}"), m.as_bytes()).unwrap();
+        wait_until(Duration::from_secs(20), "stray mail delivered at C", || {
+            pc.delivered().len() > n0
+        });
+        qid
+    };
+    let qid = stray(1);
+    wait_until(Duration::from_secs(20), "A's follower to report the stray delivery", || {
+        follower(&a, "mismatches") == 1
+    });
+    let report = a.get("/v1/postfix-log");
+    let m = &report["recent_mismatches"][0];
+    assert_eq!(m["queue_id"], qid.as_str(), "{report}");
+    assert_eq!(m["relay_member"], NAME_C, "{report}");
+    assert_eq!(m["domain"], STRAY, "{report}");
+    let recorded = m["recorded"].to_string();
+    assert!(!recorded.contains(NAME_C) && recorded.len() > 4, "{report}");
+    assert!(a.log().contains("delivery does not match the recorded next hop"));
+    // Garbage, an overlong line and a delivery of a queue id A never recorded, written into
+    // A's Postfix log: counted, nothing else.
+    let unrecorded = follower(&a, "unrecorded");
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(maillog("pf-a")).unwrap();
+        let mut junk = b"garbage\n\x00\xff\xfe]: : to=<\n".to_vec();
+        junk.extend(std::iter::repeat_n(b'x', 40_000));
+        junk.extend_from_slice(b"\nDec  3 00:00:00 mx postfix/smtp[1]: ZZZZZ99999: to=<x@dest.example>, relay=127.0.0.13[127.0.0.13]:2525, status=sent (ok)\n");
+        f.write_all(&junk).unwrap();
+    }
+    wait_until(Duration::from_secs(20), "A's follower to read the junk", || {
+        follower(&a, "unrecorded") == unrecorded + 1 && follower(&a, "long_lines") == 1
+    });
+    assert_eq!(follower(&a, "mismatches"), 1);
+    // `postfix logrotate` renames the log and Postfix starts a new one: followed.
+    let (ok, out) = sh(&["postfix", "-c", pa.dir.to_str().unwrap(), "logrotate"]);
+    assert!(ok, "postfix logrotate: {out}");
+    let qid = stray(2);
+    wait_until(
+        Duration::from_secs(20),
+        "A's follower to report a stray delivery after rotation",
+        || follower(&a, "mismatches") == 2,
+    );
+    assert!(follower(&a, "reopened") >= 1);
+    assert_eq!(a.get("/v1/postfix-log")["recent_mismatches"][1]["queue_id"], qid.as_str());
+    eprintln!("postfix log followers: hops checked, strays reported ({:?})", t0.elapsed());
+
     // --- mail handed to B from outside the ring ---
+    let delivered = pc.delivered();
     let (ok, out) = sh(&[
         "swaks",
         "--server",
@@ -658,15 +738,46 @@ fn postfix_ring() {
     };
     let _ = perf(PLAIN_PORT, 20, 2); // warm up both paths
     let _ = perf(SMTP_PORT, 20, 2);
-    let (r_plain, l_plain) = perf(PLAIN_PORT, 200, 4);
-    let (r_milter, l_milter) = perf(SMTP_PORT, 200, 4);
-    let (_, s_plain) = perf(PLAIN_PORT, 40, 1);
-    let (_, s_milter) = perf(SMTP_PORT, 40, 1);
-    let ratio = r_milter / r_plain;
+    // RINGLOG_PERF_ROUNDS=N repeats the comparison N times (alternating) and prints medians.
+    let rounds: usize =
+        std::env::var("RINGLOG_PERF_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let (appended0, batches0) = (
+        ringlog_e2e::metric(&a, "ringlog_appended_total").unwrap_or(0),
+        ringlog_e2e::metric(&a, "ringlog_append_batches_total").unwrap_or(0),
+    );
+    let (mut rates, mut seq) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        let (r_plain, l_plain) = perf(PLAIN_PORT, 200, 4);
+        let (r_milter, l_milter) = perf(SMTP_PORT, 200, 4);
+        let (_, s_plain) = perf(PLAIN_PORT, 40, 1);
+        let (_, s_milter) = perf(SMTP_PORT, 40, 1);
+        eprintln!(
+            "perf round {round}: without milter {r_plain:.0} msg/s (mean {l_plain:?}), with milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> {s_milter:?} (+{:?})",
+            r_milter / r_plain * 100.0,
+            s_milter.saturating_sub(s_plain)
+        );
+        rates.push((r_plain, r_milter, r_milter / r_plain));
+        seq.push((s_plain, s_milter));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let added: Vec<f64> =
+        seq.iter().map(|(p, m)| (m.as_secs_f64() - p.as_secs_f64()) * 1000.0).collect();
     eprintln!(
-        "perf: without milter {r_plain:.0} msg/s (mean {l_plain:?}), with milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> {s_milter:?} (+{:?})",
-        ratio * 100.0,
-        s_milter.saturating_sub(s_plain)
+        "perf over {} rounds (medians): without milter {:.0} msg/s, with milter {:.0} msg/s, ratio {:.0}%, added sequential latency {:.2} ms",
+        rates.len(),
+        median(rates.iter().map(|r| r.0).collect()),
+        median(rates.iter().map(|r| r.1).collect()),
+        median(rates.iter().map(|r| r.2).collect()) * 100.0,
+        median(added)
+    );
+    let appended = ringlog_e2e::metric(&a, "ringlog_appended_total").unwrap_or(0) - appended0;
+    let batches = ringlog_e2e::metric(&a, "ringlog_append_batches_total").unwrap_or(0) - batches0;
+    eprintln!(
+        "perf: A appended {appended} records in {batches} group commits ({:.2} per commit)",
+        appended as f64 / batches.max(1) as f64
     );
     // Time the milter spent at end of message (fingerprint + durable append), from A's log.
     let mut eom: Vec<u64> = a
@@ -677,17 +788,31 @@ fn postfix_ring() {
         .filter_map(|l| l.split("micros=").nth(1)?.split_whitespace().next()?.parse().ok())
         .collect();
     eom.sort_unstable();
-    if !eom.is_empty() {
+    let mut fp: Vec<u64> = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("milter recorded message"))
+        .map(strip_ansi)
+        .filter_map(|l| {
+            l.split("fingerprint_micros=").nth(1)?.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    fp.sort_unstable();
+    if !eom.is_empty() && !fp.is_empty() {
         eprintln!(
-            "perf: milter end-of-message time at A over {} messages: median {} us, p90 {} us",
+            "perf: milter end-of-message time at A over {} messages: median {} us, p90 {} us (of which fingerprint: median {} us, p90 {} us)",
             eom.len(),
             eom[eom.len() / 2],
-            eom[eom.len() * 9 / 10]
+            eom[eom.len() * 9 / 10],
+            fp[fp.len() / 2],
+            fp[fp.len() * 9 / 10]
         );
     }
-    // The target is 80%; this debug build on a shared 2-core machine measures 30-45% (see
-    // docs/OPERATIONS.md). The bound catches regressions such as a Nagle stall (about 10%).
-    assert!(ratio > 0.15, "the milter costs too much throughput: {:.0}%", ratio * 100.0);
+    // No bound on the numbers here: timings on a shared machine are reported, not asserted
+    // (docs/PERFORMANCE.md). The perf mail went to `discard:`; the follower must not have taken
+    // any of it for a stray.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(follower(&a, "mismatches"), 2, "{}", a.get("/v1/postfix-log"));
     assert!(a.log().contains("milter recorded message"));
     eprintln!("postfix test took {:?}", t0.elapsed());
     drop(guard);
