@@ -539,11 +539,14 @@ mod tests {
         let b = NextHop::Member { name: "b.example".into() };
         let local = NextHop::Local { domain: "dest.example".into() };
         let ext = NextHop::External { host: "far.example".into() };
-        assert!(consistent(&[b.clone()], "dest.example", Some("b.example")));
-        assert!(!consistent(&[b.clone()], "dest.example", Some("c.example")));
-        assert!(!consistent(&[b.clone()], "dest.example", None), "recorded to B, went outside");
-        assert!(consistent(&[local.clone()], "dest.example", None));
-        assert!(!consistent(&[local.clone()], "other.example", None));
+        assert!(consistent(std::slice::from_ref(&b), "dest.example", Some("b.example")));
+        assert!(!consistent(std::slice::from_ref(&b), "dest.example", Some("c.example")));
+        assert!(
+            !consistent(std::slice::from_ref(&b), "dest.example", None),
+            "recorded to B, went outside"
+        );
+        assert!(consistent(std::slice::from_ref(&local), "dest.example", None));
+        assert!(!consistent(std::slice::from_ref(&local), "other.example", None));
         assert!(!consistent(&[local.clone(), ext.clone()], "dest.example", Some("c.example")));
         assert!(consistent(&[b, ext.clone()], "far.example", None));
         assert!(!consistent(&[], "far.example", None));
