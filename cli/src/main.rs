@@ -72,7 +72,7 @@ enum Cmd {
     Search(query::SearchArgs),
     /// Trace a message to where it entered the ring; export evidence or an abuse report.
     Trace(investigate::TraceArgs),
-    /// Audit a stopped node's store: signatures, roots, checkpoints, cosignatures, roster, equivocations.
+    /// Audit a stopped node's store, or a running node with --node: signatures, roots, checkpoints, cosignatures, roster, equivocations.
     Audit(audit::AuditArgs),
     /// Verify an evidence bundle or an equivocation proof offline against the genesis.
     Verify(investigate::VerifyArgs),
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             Cmd::Proof(c) => query::proof(c).await,
             Cmd::Search(a) => query::search(a).await,
             Cmd::Trace(a) => investigate::trace(a).await,
-            Cmd::Audit(a) => audit::audit(a),
+            Cmd::Audit(a) => audit::audit(a).await,
             Cmd::Verify(a) => investigate::verify(a),
             Cmd::Reveal(a) => investigate::reveal(a).await,
             Cmd::Member(c) => member::member(c).await,

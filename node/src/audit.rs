@@ -1,17 +1,21 @@
-//! Offline audit of a node's store: every log checked end to end (`check::check_log`:
+//! Audit of a node's logs, read from its store (offline) or from its read-only HTTP API
+//! (`crate::audit_api`): every log checked end to end (`check::check_source`:
 //! entries, batched signatures, Merkle nodes, checkpoints against the recomputed roots, which
 //! makes every checkpoint consistent with every earlier one), every cosignature line checked
 //! (valid, by a roster member other than the owner, under its member name), witnessed
 //! checkpoints counted, roster fold refusals listed, stored equivocation proofs re-verified.
 
-use crate::check::{self, Problem};
+use crate::check::{self, LogSource, Problem};
 use crate::store::Store;
 use crate::witness::{self, StoredProof};
 use ringlog_protocol::checkpoint::SignedCheckpoint;
 use ringlog_protocol::genesis::Genesis;
 use ringlog_protocol::keys::ALG_ED25519;
+use ringlog_protocol::record::{Body, SignedEntry};
+use ringlog_protocol::roster::Roster;
 use ringlog_protocol::LogId;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One log's audit.
 #[derive(Clone, Debug, Serialize)]
@@ -70,58 +74,87 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// Where an audit reads a node's state: its logs (see [`LogSource`]), the list of them and the
+/// equivocation proofs it holds.
+pub trait Source: LogSource {
+    /// Every log held.
+    fn logs(&self) -> Result<Vec<LogId>, String>;
+    /// The equivocation proofs held.
+    fn proofs(&self) -> Result<Vec<StoredProof>, String>;
+}
+
+impl<S: Store + ?Sized> Source for check::StoreSource<'_, S> {
+    fn logs(&self) -> Result<Vec<LogId>, String> {
+        self.0.logs().map_err(|e| e.to_string())
+    }
+    fn proofs(&self) -> Result<Vec<StoredProof>, String> {
+        let raw = self.0.meta(witness::PROOFS_KEY).map_err(|e| e.to_string())?;
+        match raw {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("stored proofs: {e}")),
+        }
+    }
+}
+
+/// Threads used: one per core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).max(1)
+}
+
 /// Audits `store` against `genesis`; `progress(log, done, size)` reports entries checked.
-/// Logs are checked in parallel (one thread per core).
 pub fn audit(
     store: &dyn Store,
     genesis: &Genesis,
     progress: &(dyn Fn(&LogId, u64, u64) + Sync),
-) -> Result<Report, crate::store::Error> {
+) -> Result<Report, String> {
+    audit_source(&check::StoreSource(store), genesis, threads(), progress)
+}
+
+/// Audits what `src` serves against `genesis`. Logs are checked one after the other, each
+/// with `threads` workers reading and batch-verifying its entries (so one big log uses every
+/// core), while this thread rebuilds the tree; memory is bounded by a few chunks per log plus
+/// its checkpoint notes and governance entries.
+pub fn audit_source(
+    src: &dyn Source,
+    genesis: &Genesis,
+    threads: usize,
+    progress: &(dyn Fn(&LogId, u64, u64) + Sync),
+) -> Result<Report, String> {
     let t0 = std::time::Instant::now();
-    let live = crate::governance::LiveRoster::load(genesis, store)?;
-    let roster = live.roster();
-    let all = store.logs()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(usize, LogReport, Vec<Problem>)>> = Default::default();
-    let failed: std::sync::Mutex<Option<crate::store::Error>> = Default::default();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(all.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(log) = all.get(i) else { break };
-                match audit_log(store, genesis, &roster, log, progress) {
-                    Ok((r, p)) => {
-                        if let Ok(mut v) = results.lock() {
-                            v.push((i, r, p));
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            *f = Some(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _, _)| *i);
-    let mut logs = Vec::new();
+    let all = src.logs()?;
+    let is_governance = |e: &SignedEntry| !matches!(e.entry.body, Body::Hop(_));
     let mut problems = Vec::new();
-    for (_, r, p) in results {
+    let mut checked = Vec::new();
+    let mut gov: BTreeMap<LogId, Vec<SignedEntry>> = BTreeMap::new();
+    for log in &all {
+        let c = check::check_source(
+            src,
+            log,
+            check::Options::default(),
+            threads,
+            &is_governance,
+            &mut |done, size| progress(log, done, size),
+        );
+        problems.extend(c.report.problems);
+        if !c.kept.is_empty() {
+            gov.insert(*log, c.kept);
+        }
+        checked.push((*log, c.report.entries, c.report.checkpoints, c.checkpoints));
+    }
+    // The roster as the logs make it, folded as a node folds it.
+    let (roster, refusals) = Roster::fold(genesis, &gov);
+    let mut logs = Vec::new();
+    for (log, entries, checkpoints, notes) in checked {
+        let (r, p) = cosignatures(genesis, &roster, log, entries, checkpoints, &notes);
         logs.push(r);
         problems.extend(p);
     }
-    let refusals: Vec<Refusal> = live
-        .refusals()
+    let refusals: Vec<Refusal> = refusals
         .into_iter()
         .map(|(log, index, e)| Refusal { log, index, why: e.to_string() })
         .collect();
-    let equivocations: Vec<Equivocation> = witness::stored_proofs(store)
+    let equivocations: Vec<Equivocation> = src
+        .proofs()?
         .into_iter()
         .map(|p| {
             let verified = match genesis
@@ -179,24 +212,23 @@ pub fn raw_verify_rate(store: &dyn Store, log: &LogId) -> Result<(u64, f64), cra
     Ok((n, n as f64 / t0.elapsed().as_secs_f64().max(1e-9)))
 }
 
-/// One log: `check_log`, then every cosignature line of every checkpoint.
-fn audit_log(
-    store: &dyn Store,
+/// One log's cosignature lines: every line other than the owner's must be a valid cosignature
+/// of a roster member other than the owner, under its member name.
+fn cosignatures(
     genesis: &Genesis,
-    roster: &ringlog_protocol::roster::Roster,
-    log: &LogId,
-    progress: &(dyn Fn(&LogId, u64, u64) + Sync),
-) -> Result<(LogReport, Vec<Problem>), crate::store::Error> {
-    let log = *log;
-    let size = store.size(&log)?;
-    let r =
-        check::check_log(store, &log, check::Options::default(), &mut |d| progress(&log, d, size));
-    let mut problems = r.problems;
+    roster: &Roster,
+    log: LogId,
+    entries: u64,
+    checkpoints: u64,
+    notes: &[(u64, String)],
+) -> (LogReport, Vec<Problem>) {
+    let mut problems = Vec::new();
     let member = roster.by_log_key(&log).map(|m| m.info.name.clone());
     let witnesses = witness::witness_keys(roster, &log);
     let (mut cosignatures, mut witnessed) = (0u64, 0u64);
-    for (cp_size, note) in store.checkpoints(&log)? {
-        let Ok(cp) = SignedCheckpoint::parse(&note) else { continue };
+    for (cp_size, note) in notes {
+        let cp_size = *cp_size;
+        let Ok(cp) = SignedCheckpoint::parse(note) else { continue };
         let origin = cp.checkpoint().origin.clone();
         let own_id = log.key_id(&origin, ALG_ED25519);
         for line in cp.signatures() {
@@ -219,13 +251,5 @@ fn audit_log(
             witnessed += 1;
         }
     }
-    let report = LogReport {
-        log,
-        member,
-        entries: r.entries,
-        checkpoints: r.checkpoints,
-        cosignatures,
-        witnessed,
-    };
-    Ok((report, problems))
+    (LogReport { log, member, entries, checkpoints, cosignatures, witnessed }, problems)
 }

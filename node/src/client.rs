@@ -54,8 +54,22 @@ impl Client {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// GET `path`, refusing an answer larger than `max` bytes (for answers from a node that is
+    /// not trusted, such as the one being audited).
+    pub async fn get_limited(&self, path: &str, max: usize) -> anyhow::Result<Value> {
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, self.raw_inner("GET", path, None, max))
+                .await
+                .context("request timed out")??;
+        Self::answer(status, bytes)
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
         let (status, bytes) = self.raw(method, path, body).await?;
+        Self::answer(status, bytes)
+    }
+
+    fn answer(status: hyper::StatusCode, bytes: Bytes) -> anyhow::Result<Value> {
         let v: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if !status.is_success() {
@@ -76,7 +90,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
-        tokio::time::timeout(self.timeout, self.raw_inner(method, path, body))
+        tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, usize::MAX))
             .await
             .context("request timed out")?
     }
@@ -86,6 +100,7 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
+        max: usize,
     ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
         let mut req = Request::builder().method(method).uri(path).header("host", "ringlog");
         if body.is_some() {
@@ -110,7 +125,11 @@ impl Client {
             }
         };
         let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let bytes = http_body_util::Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
         Ok((status, bytes))
     }
 }

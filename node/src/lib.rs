@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_api;
 pub mod bench;
 pub mod check;
 pub mod client;

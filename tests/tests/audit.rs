@@ -1,6 +1,7 @@
 //! End-to-end `ringlog audit` on a stopped node's store: clean after a witnessed run, and one
 //! flipped bit in a stored entry, checkpoint or cosignature is reported as exactly that object
-//! with a non-zero exit.
+//! with a non-zero exit. The same over a running node's API (`--node`), and a clear error for
+//! an address where no node answers.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use ringlog_e2e::{hop, run, Ring};
@@ -12,6 +13,13 @@ fn audit(cfg: &str) -> (bool, Value) {
     let v: Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("audit output is not json ({e}): {out}\n{err}"));
     (ok, v)
+}
+
+fn audit_node(addr: &str, genesis: &str) -> (bool, Value, String) {
+    let (ok, out, err) = run(&["audit", "--json", "--node", addr, "--genesis", genesis]);
+    let v: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("audit output is not json ({e}): {out}\n{err}"));
+    (ok, v, err)
 }
 
 fn flip(cfg: &str, log: &str, what: &str, at: u64, bit: usize) {
@@ -105,5 +113,93 @@ fn audit_names_exactly_the_flipped_object() {
         flip(cfg, &m1, flag, at, bit);
         let (ok, v) = audit(cfg);
         assert!(ok, "not clean after flipping back: {v}");
+    }
+}
+
+#[test]
+fn audit_of_a_running_node_over_its_api() {
+    let mut ring = Ring::new(3);
+    for n in &ring.nodes {
+        let p = n.config();
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            t.replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300"),
+        )
+        .unwrap();
+    }
+    ring.start_all();
+    std::thread::sleep(Duration::from_secs(2));
+    // More entries than one API range, so the audit has to page through them.
+    let m1 = ring.nodes[1].name.clone();
+    for k in 0..3u64 {
+        let reqs: Vec<Value> =
+            (0..500).map(|i| hop(k * 500 + i, "customer:alice", "local:x.example")).collect();
+        ring.nodes[1].append(&json!(reqs)).unwrap();
+    }
+    let path = format!("/v1/logs/{m1}/checkpoint");
+    Ring::wait_for(Duration::from_secs(30), "a cosigned checkpoint of all of m1 at m0", || {
+        ring.nodes[0].try_get(&path).is_ok_and(|c| {
+            c["size"] == 1500 && c["note"].as_str().unwrap().matches('\u{2014}').count() >= 2
+        })
+    });
+    let genesis = ring.genesis.to_str().unwrap().to_string();
+    let addr = ring.nodes[0].http.clone();
+    let (ok, v, err) = audit_node(&addr, &genesis);
+    assert!(ok, "audit of a healthy running node is not clean: {v}\n{err}");
+    assert_eq!(v["clean"], true);
+    assert!(err.contains("audited"), "no progress on stderr: {err}");
+    let l = v["logs"].as_array().unwrap().iter().find(|l| l["member"] == m1.as_str()).unwrap();
+    assert!(l["entries"].as_u64().unwrap() >= 1500, "{v}");
+    assert!(l["witnessed"].as_u64().unwrap() >= 1, "{v}");
+
+    // One flipped bit in m1's entry 1234 as node 0 stores it: the audit over node 0's API
+    // names that entry and nothing else.
+    ring.nodes[0].stop();
+    let cfg = ring.nodes[0].config();
+    let cfg = cfg.to_str().unwrap().to_string();
+    flip(&cfg, &m1, "--entry", 1234, 100);
+    ring.nodes[0].start();
+    let (ok, v, err) = audit_node(&addr, &genesis);
+    assert!(!ok, "audit passed over a corrupted entry: {v}\n{err}");
+    assert_eq!(v["clean"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["object"], "entry", "{v}");
+    assert_eq!(problems[0]["at"], 1234, "{v}");
+    for n in &mut ring.nodes {
+        n.stop();
+    }
+}
+
+#[test]
+fn audit_of_an_address_without_a_node_is_a_clear_error() {
+    let ring = Ring::new(1);
+    let genesis = ring.genesis.to_str().unwrap();
+    // Something that talks HTTP but is no ringlog node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!");
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for (addr, says) in [
+        (closed.as_str(), "no ringlog node answers at"),
+        ("no-such-host.invalid:7480", "no ringlog node answers at"),
+        ("not an address", "no ringlog node answers at"),
+        (garbage.as_str(), "not a log list"),
+    ] {
+        let (ok, out, err) = run(&["audit", "--node", addr, "--genesis", genesis]);
+        assert!(!ok, "audit of {addr} succeeded: {out}");
+        assert!(err.contains(says), "audit of {addr}: no clear error: {err}");
+        assert!(!err.contains("panicked"), "audit of {addr} panicked: {err}");
     }
 }

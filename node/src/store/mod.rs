@@ -14,6 +14,8 @@
 
 pub mod conformance;
 mod memory;
+mod runs;
+mod segment;
 mod sled;
 
 pub use self::memory::MemoryStore;

@@ -1,46 +1,62 @@
-//! [`SledStore`]: the on-disk [`Store`], one sled tree with prefixed, big-endian keys.
+//! [`SledStore`]: the on-disk [`Store`]. Entries and Merkle nodes live in append-only files
+//! per log ([`segment`](super::segment)), the secondary index in sorted run files
+//! ([`runs`](super::runs)), and a sled database holds the rest: the log table, each log's
+//! committed size (the commit point of every append), checkpoints, node state, and the list of
+//! index runs. Layout of a store directory:
 //!
-//! Every write is one `apply_batch` followed by `Db::flush`, so a crash never leaves part of an
-//! append, and an acknowledged write is on disk. Key layout (`n` = the 4-byte number the store
-//! gives each log, all integers big-endian so ranges sort):
+//! | path          | what                                                                 |
+//! |---------------|----------------------------------------------------------------------|
+//! | `db`, `conf`, `blobs/`, `snap.*` | the sled database                                  |
+//! | `logs/`       | `n.entries`, `n.offsets`, `n.l1`, `n.l2`, ... per log number `n`      |
+//! | `index/`      | `*.run`: immutable sorted index runs                                 |
 //!
-//! | key                                            | value                       |
-//! |------------------------------------------------|-----------------------------|
-//! | `V`                                            | format version (u32)        |
-//! | `L` log id (32)                                | `n`                         |
-//! | `S` n                                          | size (u64)                  |
-//! | `E` n index(8)                                 | entry bytes                 |
-//! | `H` n level(1) index(8)                        | node hash (levels 1 and up) |
-//! | `C` n size(8)                                  | checkpoint note             |
-//! | `I` tag(1) digest(8) n index(8)                | empty                       |
-//! | `M` key                                        | meta value                  |
+//! Keys in sled (`n` = the 4-byte number the store gives each log; integers big-endian):
 //!
-//! Leaf hashes (level 0) are not stored: they are recomputed from the entry. Index keys carry
-//! an 8-byte digest of the searched value, and every hit is checked against the entry itself.
+//! | key                 | value                                                          |
+//! |---------------------|----------------------------------------------------------------|
+//! | `V`                 | format version (u32)                                           |
+//! | `L` log id (32)     | `n`                                                            |
+//! | `S` n               | committed size (u64): an append commits when this is durable   |
+//! | `X` n               | size up to which offsets, nodes and index runs are durable     |
+//! | `C` n size(8)       | checkpoint note                                                |
+//! | `R`                 | live index runs: (sequence, record count) pairs of u64         |
+//! | `M` key             | meta value                                                     |
+//!
+//! An append: write the frames to the entries file and sync it, write offsets and nodes, then
+//! write `S` in sled and flush. A crash before the flush leaves bytes past the committed end,
+//! which the next open cuts off. Offsets, nodes and the in-memory part of the index are
+//! rebuilt on open from the entries past `X`.
 
+use super::runs::Index;
+use super::segment::{io_err, LogFiles, Nodes};
 use super::{check_append, check_meta, check_note, poisoned, Error, IndexKey, Store, SEARCH_LIMIT};
-use ringlog_protocol::merkle::{leaf_hash, Frontier, NodeSource};
+use ringlog_protocol::merkle::{leaf_hash, Frontier};
 use ringlog_protocol::record::SignedEntry;
 use ringlog_protocol::{Hash, LogId, PublicKey};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Version of the key layout above; a store with another version is refused.
-const FORMAT_VERSION: u32 = 1;
-/// Most index keys one search reads (see [`Store::search`] on digest collisions).
+/// Version of the layout above; a store with another version is refused.
+const FORMAT_VERSION: u32 = 2;
+/// Most index hits one search checks (see [`Store::search`] on digest collisions).
 const SEARCH_SCAN_LIMIT: usize = 4 * SEARCH_LIMIT;
-/// sled's page cache: enough for the hot right edge of every log and the index.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache: the database holds only small values.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Index positions keep the log number in 16 bits and the entry index in 48.
+const MAX_LOGS: u32 = 1 << 16;
+const INDEX_BITS: u32 = 48;
 
-/// The store a node runs: a sled database in one directory.
+/// The store a node runs, in one directory.
 pub struct SledStore {
     db: ::sled::Db,
-    /// Log numbers; grows only after the write that assigns a number is durable.
+    dir: PathBuf,
+    /// Log numbers and files; grows only after the write that assigns a number is durable.
     table: RwLock<Table>,
-    /// Serialises writers; holds each log's frontier as of its durable size.
+    /// Serialises writers; holds each log's frontier as of its committed size.
     writer: Mutex<HashMap<u32, Frontier>>,
+    index: RwLock<Index>,
     /// Set when a write failed half-way; cleared only by reopening.
     failed: AtomicBool,
 }
@@ -49,6 +65,7 @@ pub struct SledStore {
 struct Table {
     by_id: HashMap<LogId, u32>,
     by_num: Vec<LogId>,
+    files: Vec<Arc<LogFiles>>,
 }
 
 fn db_err(e: ::sled::Error) -> Error {
@@ -63,12 +80,8 @@ fn key_s(n: u32) -> Vec<u8> {
     [&b"S"[..], &n.to_be_bytes()].concat()
 }
 
-fn key_e(n: u32, index: u64) -> Vec<u8> {
-    [&b"E"[..], &n.to_be_bytes(), &index.to_be_bytes()].concat()
-}
-
-fn key_h(n: u32, level: u8, index: u64) -> Vec<u8> {
-    [&b"H"[..], &n.to_be_bytes(), &[level], &index.to_be_bytes()].concat()
+fn key_x(n: u32) -> Vec<u8> {
+    [&b"X"[..], &n.to_be_bytes()].concat()
 }
 
 fn prefix_c(n: u32) -> Vec<u8> {
@@ -79,16 +92,17 @@ fn key_c(n: u32, size: u64) -> Vec<u8> {
     [&prefix_c(n)[..], &size.to_be_bytes()].concat()
 }
 
-fn prefix_i(key: &IndexKey) -> Vec<u8> {
-    [&b"I"[..], &[key.tag()], &key.digest8()].concat()
-}
-
-fn key_i(key: &IndexKey, n: u32, index: u64) -> Vec<u8> {
-    [&prefix_i(key)[..], &n.to_be_bytes(), &index.to_be_bytes()].concat()
-}
-
 fn key_m(key: &str) -> Vec<u8> {
     [&b"M"[..], key.as_bytes()].concat()
+}
+
+/// The 64-bit index key: the kind in the top byte, 56 bits of the digest below.
+fn index_key(key: &IndexKey) -> u64 {
+    (u64::from(key.tag()) << 56) | (u64::from_be_bytes(key.digest8()) >> 8)
+}
+
+fn position(n: u32, index: u64) -> u64 {
+    (u64::from(n) << INDEX_BITS) | (index & ((1 << INDEX_BITS) - 1))
 }
 
 fn be_u64(bytes: &[u8], what: &str) -> Result<u64, Error> {
@@ -101,20 +115,6 @@ fn be_u32(bytes: &[u8], what: &str) -> Result<u32, Error> {
     <[u8; 4]>::try_from(bytes)
         .map(u32::from_be_bytes)
         .map_err(|_| Error::Corrupt(format!("{what} is not 4 bytes")))
-}
-
-/// The Merkle nodes of log number `n`, read straight from the database.
-struct Nodes<'a> {
-    store: &'a SledStore,
-    n: u32,
-}
-
-impl NodeSource for Nodes<'_> {
-    type Error = Error;
-
-    fn node(&self, level: u8, index: u64) -> Result<Hash, Error> {
-        self.store.node_of(self.n, level, index)?.ok_or(Error::MissingNode { level, index })
-    }
 }
 
 /// Opens the database, waiting a little for its file lock: sled releases the lock from a
@@ -139,11 +139,27 @@ fn open_db(path: &Path) -> Result<::sled::Db, Error> {
     }
 }
 
+fn decode_runs(v: &[u8]) -> Result<Vec<(u64, u64)>, Error> {
+    if !v.len().is_multiple_of(16) {
+        return Err(Error::Corrupt("index run list has a ragged length".into()));
+    }
+    v.chunks_exact(16)
+        .map(|c| Ok((be_u64(&c[..8], "run sequence")?, be_u64(&c[8..], "run count")?)))
+        .collect()
+}
+
 impl SledStore {
-    /// Opens (or creates) the store in directory `path` and checks every log's size, last entry
-    /// and right edge of the tree; a store that fails the check is refused with
+    /// Opens (or creates) the store in directory `path`, cuts anything written past each
+    /// log's committed end, rebuilds what is derived from the entries since the last sync, and
+    /// checks every log's last entry and right edge; a store that fails is refused with
     /// [`Error::Corrupt`].
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, super::runs::TABLE_RECORDS)
+    }
+
+    /// [`SledStore::open`] with another size of the in-memory index table (records before it
+    /// is written as a run); tests use a tiny one so that runs and merges happen often.
+    pub fn open_with(path: &Path, index_table_records: usize) -> Result<Self, Error> {
         // sled silently starts afresh on a data file it cannot recover: remember whether there
         // was one, so that an existing store never comes back empty.
         let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
@@ -164,22 +180,34 @@ impl SledStore {
                 let v = be_u32(&v, "format version")?;
                 if v != FORMAT_VERSION {
                     return Err(Error::Corrupt(format!(
-                        "format version {v}, this build reads {FORMAT_VERSION}"
+                        "store format version {v}, this build reads {FORMAT_VERSION}: move the \
+                         old store aside and let the node fetch its logs from the ring again"
                     )));
                 }
             }
         }
+        for d in ["logs", "index"] {
+            std::fs::create_dir_all(path.join(d)).map_err(|e| io_err("creating a directory", e))?;
+        }
+        let list = match db.get(b"R").map_err(db_err)? {
+            None => Vec::new(),
+            Some(v) => decode_runs(&v)?,
+        };
+        let index = Index::open(&path.join("index"), &list, index_table_records)?;
         let store = Self {
             db,
+            dir: path.to_path_buf(),
             table: RwLock::new(Table::default()),
             writer: Mutex::new(HashMap::new()),
+            index: RwLock::new(index),
             failed: AtomicBool::new(false),
         };
         store.load()?;
         Ok(store)
     }
 
-    /// Reads the log table and checks every log.
+    /// Reads the log table, brings every log's files to its committed size and re-indexes the
+    /// entries past the last index run.
     fn load(&self) -> Result<(), Error> {
         let mut nums = Vec::new();
         for kv in self.db.scan_prefix(b"L") {
@@ -191,73 +219,69 @@ impl SledStore {
         }
         nums.sort();
         let mut table = Table::default();
+        let mut frontiers = HashMap::new();
+        let mut index = self.index.write().map_err(poisoned)?;
         for (i, (n, log)) in nums.into_iter().enumerate() {
             if n as usize != i {
                 return Err(Error::Corrupt(format!("log numbers are not dense at {n}")));
             }
-            table.by_id.insert(log, n);
-            table.by_num.push(log);
-        }
-        let mut frontiers = HashMap::new();
-        for (n, log) in table.by_num.iter().enumerate() {
-            let n = n as u32;
-            let size = self.size_of(n)?;
-            let last =
-                self.db.scan_prefix(&key_e(n, 0)[..5]).next_back().transpose().map_err(db_err)?;
-            match (size, last) {
-                (0, None) => {}
-                (0, Some(_)) => {
-                    return Err(Error::Corrupt(format!("log {log} has entries but size 0")))
+            let files = LogFiles::open(&self.dir.join("logs"), n)?;
+            let size = self.get_u64(&key_s(n))?;
+            let synced = self.get_u64(&key_x(n))?;
+            let (frontier, reread) = files
+                .recover(size, synced)
+                .map_err(|e| Error::Corrupt(format!("log {log}: {e}")))?;
+            if size > 0 {
+                let last = files.read(size - 1)?.ok_or_else(|| {
+                    Error::Corrupt(format!("log {log} has size {size} but no entries"))
+                })?;
+                let e = SignedEntry::decode(&last)
+                    .map_err(|e| Error::Corrupt(format!("entry {} of {log}: {e}", size - 1)))?;
+                if e.entry.log != log || e.entry.index != size - 1 {
+                    return Err(Error::Corrupt(format!(
+                        "entry {} of {log} is stored at the wrong place",
+                        size - 1
+                    )));
                 }
-                (_, None) => {
-                    return Err(Error::Corrupt(format!("log {log} has size {size} but no entries")))
-                }
-                (size, Some((k, v))) => {
-                    let index = be_u64(&k[5..], "entry key")?;
-                    if index != size - 1 {
-                        return Err(Error::Corrupt(format!(
-                            "log {log} has size {size} but its last entry is {index}"
-                        )));
+            }
+            for (i, bytes) in reread {
+                // An entry that does not decode is left to `ringlog node check` to name.
+                match SignedEntry::decode(&bytes) {
+                    Ok(e) => {
+                        for k in IndexKey::of(&e) {
+                            index.insert(index_key(&k), position(n, i));
+                        }
                     }
-                    let e = SignedEntry::decode(&v)
-                        .map_err(|e| Error::Corrupt(format!("entry {index} of {log}: {e}")))?;
-                    if e.entry.log != *log || e.entry.index != index {
-                        return Err(Error::Corrupt(format!(
-                            "entry {index} of {log} is stored at the wrong place"
-                        )));
+                    Err(e) => {
+                        tracing::warn!(%log, index = i, error = %e, "stored entry does not decode; not indexed")
                     }
                 }
             }
-            let f = Frontier::from_source(&Nodes { store: self, n }, size)
-                .map_err(|e| Error::Corrupt(format!("log {log}: {e}")))?;
-            frontiers.insert(n, f);
+            table.by_id.insert(log, n);
+            table.by_num.push(log);
+            table.files.push(Arc::new(files));
+            frontiers.insert(n, frontier);
         }
+        drop(index);
         *self.table.write().map_err(poisoned)? = table;
         *self.writer.lock().map_err(poisoned)? = frontiers;
         Ok(())
     }
 
+    fn get_u64(&self, key: &[u8]) -> Result<u64, Error> {
+        match self.db.get(key).map_err(db_err)? {
+            None => Ok(0),
+            Some(v) => be_u64(&v, "stored size"),
+        }
+    }
+
+    fn files(&self, log: &LogId) -> Result<Option<Arc<LogFiles>>, Error> {
+        let t = self.table.read().map_err(poisoned)?;
+        Ok(t.by_id.get(log).and_then(|n| t.files.get(*n as usize)).cloned())
+    }
+
     fn num(&self, log: &LogId) -> Result<Option<u32>, Error> {
         Ok(self.table.read().map_err(poisoned)?.by_id.get(log).copied())
-    }
-
-    fn size_of(&self, n: u32) -> Result<u64, Error> {
-        match self.db.get(key_s(n)).map_err(db_err)? {
-            None => Ok(0),
-            Some(v) => be_u64(&v, "log size"),
-        }
-    }
-
-    fn node_of(&self, n: u32, level: u8, index: u64) -> Result<Option<Hash>, Error> {
-        if level == 0 {
-            return Ok(self.db.get(key_e(n, index)).map_err(db_err)?.map(|v| leaf_hash(&v)));
-        }
-        match self.db.get(key_h(n, level, index)).map_err(db_err)? {
-            None => Ok(None),
-            Some(v) => Hash::from_slice(&v)
-                .map(Some)
-                .ok_or_else(|| Error::Corrupt("merkle node is not 32 bytes".into())),
-        }
     }
 
     /// The number of `log`, or the number a first write to it would take.
@@ -265,18 +289,18 @@ impl SledStore {
         let table = self.table.read().map_err(poisoned)?;
         match table.by_id.get(log) {
             Some(n) => Ok((*n, false)),
-            None => {
-                u32::try_from(table.by_num.len()).map(|n| (n, true)).map_err(|_| Error::TooManyLogs)
-            }
+            None => u32::try_from(table.by_num.len())
+                .ok()
+                .filter(|n| *n < MAX_LOGS)
+                .map(|n| (n, true))
+                .ok_or(Error::TooManyLogs),
         }
     }
 
     /// Applies `batch` atomically and flushes. After an error here the store refuses further
     /// writes: the in-memory state of the database may be ahead of the disk.
     fn write(&self, batch: ::sled::Batch) -> Result<(), Error> {
-        if self.failed.load(Ordering::SeqCst) {
-            return Err(Error::Failed);
-        }
+        self.check_failed()?;
         let res = self.db.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
         res.map_err(|e| {
             self.failed.store(true, Ordering::SeqCst);
@@ -284,11 +308,41 @@ impl SledStore {
         })
     }
 
+    fn check_failed(&self) -> Result<(), Error> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Failed);
+        }
+        Ok(())
+    }
+
     /// Records a newly numbered log, once the write that numbered it is durable.
-    fn register(&self, log: &LogId, n: u32) -> Result<(), Error> {
+    fn register(&self, log: &LogId, n: u32, files: Arc<LogFiles>) -> Result<(), Error> {
         let mut table = self.table.write().map_err(poisoned)?;
         table.by_id.insert(*log, n);
         table.by_num.push(*log);
+        table.files.push(files);
+        Ok(())
+    }
+
+    /// Writes the in-memory index as a run, syncs every log's derived files, and records both
+    /// in sled. Called with the writer lock held, so every committed entry is indexed.
+    fn write_index(&self) -> Result<(), Error> {
+        let dead = self.index.write().map_err(poisoned)?.write_table()?;
+        let list = self.index.read().map_err(poisoned)?.list();
+        let files = self.table.read().map_err(poisoned)?.files.clone();
+        let mut batch = ::sled::Batch::default();
+        for (n, f) in files.iter().enumerate() {
+            f.sync_derived()?;
+            batch.insert(key_x(n as u32), &f.size().to_be_bytes());
+        }
+        let mut v = Vec::with_capacity(list.len() * 16);
+        for (seq, count) in list {
+            v.extend_from_slice(&seq.to_be_bytes());
+            v.extend_from_slice(&count.to_be_bytes());
+        }
+        batch.insert(&b"R"[..], v);
+        self.write(batch)?;
+        self.index.read().map_err(poisoned)?.remove(&dead);
         Ok(())
     }
 }
@@ -296,52 +350,74 @@ impl SledStore {
 impl Store for SledStore {
     fn append(&self, log: &LogId, entries: &[SignedEntry]) -> Result<u64, Error> {
         let mut frontiers = self.writer.lock().map_err(poisoned)?;
+        self.check_failed()?;
         let (n, new) = self.num_for_write(log)?;
-        let size = if new { 0 } else { self.size_of(n)? };
+        let files = match self.files(log)? {
+            Some(f) => f,
+            None => {
+                // A number no commit has used: clear whatever a failed attempt left behind.
+                let f = LogFiles::open(&self.dir.join("logs"), n)?;
+                f.recover(0, 0)?;
+                Arc::new(f)
+            }
+        };
+        let size = files.size();
         check_append(log, size, entries)?;
         if entries.is_empty() {
             return Ok(size);
         }
-        // Work on a copy: the cached frontier moves only once the batch is durable.
+        // Work on a copy: the cached frontier moves only once the batch is committed.
         let mut frontier = match frontiers.get(&n) {
             Some(f) if f.size() == size => f.clone(),
-            _ => Frontier::from_source(&Nodes { store: self, n }, size)?,
+            _ => Frontier::from_source(&Nodes(&files), size)?,
         };
+        let mut encoded = Vec::with_capacity(entries.len());
+        let mut nodes = Vec::new();
+        let mut keys = Vec::new();
+        let mut out = Vec::new();
+        for e in entries {
+            let bytes = e.encode();
+            out.clear();
+            frontier.push(leaf_hash(&bytes), &mut out);
+            nodes.extend(out.iter().filter(|(l, _, _)| *l > 0).copied());
+            for k in IndexKey::of(e) {
+                keys.push((index_key(&k), position(n, e.entry.index)));
+            }
+            encoded.push(bytes);
+        }
+        let new_size = frontier.size();
+        let seg_len = files.write(size, &encoded, &nodes).inspect_err(|_| {
+            self.failed.store(true, Ordering::SeqCst);
+        })?;
         let mut batch = ::sled::Batch::default();
         if new {
             batch.insert(key_l(log), &n.to_be_bytes());
         }
-        let mut nodes = Vec::new();
-        for e in entries {
-            let index = e.entry.index;
-            let bytes = e.encode();
-            nodes.clear();
-            frontier.push(leaf_hash(&bytes), &mut nodes);
-            for (level, i, h) in &nodes {
-                if *level > 0 {
-                    batch.insert(key_h(n, *level, *i), &h.0);
-                }
-            }
-            for k in IndexKey::of(e) {
-                batch.insert(key_i(&k, n, index), &[]);
-            }
-            batch.insert(key_e(n, index), bytes);
-        }
-        let new_size = frontier.size();
         batch.insert(key_s(n), &new_size.to_be_bytes());
         self.write(batch)?;
+        files.commit(new_size, seg_len);
         if new {
-            self.register(log, n)?;
+            self.register(log, n, files)?;
         }
         frontiers.insert(n, frontier);
+        let full = {
+            let mut index = self.index.write().map_err(poisoned)?;
+            for (k, p) in keys {
+                index.insert(k, p);
+            }
+            index.table_full()
+        };
+        if full {
+            // The append is durable already; a failure here only delays the index run.
+            if let Err(e) = self.write_index() {
+                tracing::warn!(error = %e, "writing an index run failed; will retry");
+            }
+        }
         Ok(new_size)
     }
 
     fn size(&self, log: &LogId) -> Result<u64, Error> {
-        match self.num(log)? {
-            None => Ok(0),
-            Some(n) => self.size_of(n),
-        }
+        Ok(self.files(log)?.map_or(0, |f| f.size()))
     }
 
     fn logs(&self) -> Result<Vec<LogId>, Error> {
@@ -351,30 +427,23 @@ impl Store for SledStore {
     }
 
     fn entry(&self, log: &LogId, index: u64) -> Result<Option<Vec<u8>>, Error> {
-        let Some(n) = self.num(log)? else { return Ok(None) };
-        Ok(self.db.get(key_e(n, index)).map_err(db_err)?.map(|v| v.to_vec()))
+        match self.files(log)? {
+            None => Ok(None),
+            Some(f) => f.read(index),
+        }
     }
 
     fn entries(&self, log: &LogId, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error> {
-        let Some(n) = self.num(log)? else { return Ok(Vec::new()) };
-        if start >= end {
-            return Ok(Vec::new());
+        match self.files(log)? {
+            None => Ok(Vec::new()),
+            Some(f) => f.read_range(start, end),
         }
-        let mut out = Vec::new();
-        for (expected, kv) in (start..).zip(self.db.range(key_e(n, start)..key_e(n, end))) {
-            let (k, v) = kv.map_err(db_err)?;
-            if be_u64(&k[5..], "entry key")? != expected {
-                return Err(Error::Corrupt(format!("entry {expected} of {log} is missing")));
-            }
-            out.push(v.to_vec());
-        }
-        Ok(out)
     }
 
     fn node(&self, log: &LogId, level: u8, index: u64) -> Result<Option<Hash>, Error> {
-        match self.num(log)? {
+        match self.files(log)? {
             None => Ok(None),
-            Some(n) => self.node_of(n, level, index),
+            Some(f) => f.node(level, index),
         }
     }
 
@@ -387,9 +456,17 @@ impl Store for SledStore {
             batch.insert(key_l(log), &n.to_be_bytes());
         }
         batch.insert(key_c(n, size), note.as_bytes());
+        // Files first, so a registered log always has them.
+        let files = if new {
+            let f = LogFiles::open(&self.dir.join("logs"), n)?;
+            f.recover(0, 0)?;
+            Some(Arc::new(f))
+        } else {
+            None
+        };
         self.write(batch)?;
-        if new {
-            self.register(log, n)?;
+        if let Some(files) = files {
+            self.register(log, n, files)?;
         }
         Ok(())
     }
@@ -424,39 +501,34 @@ impl Store for SledStore {
     }
 
     fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error> {
-        let prefix = prefix_i(key);
-        let mut out = Vec::new();
         // A hostile writer can fill a log with values that share a digest with another value
         // but differ after it: bound the hits checked, not just the ones returned.
-        for kv in self.db.scan_prefix(&prefix).take(SEARCH_SCAN_LIMIT) {
+        let mut hits =
+            self.index.read().map_err(poisoned)?.lookup(index_key(key), SEARCH_SCAN_LIMIT)?;
+        hits.sort_unstable();
+        hits.dedup();
+        let (by_num, files) = {
+            let t = self.table.read().map_err(poisoned)?;
+            (t.by_num.clone(), t.files.clone())
+        };
+        let mut out = Vec::new();
+        for pos in hits {
             if out.len() >= SEARCH_LIMIT {
                 break;
             }
-            let (k, _) = kv.map_err(db_err)?;
-            let rest = &k[prefix.len()..];
-            if rest.len() != 12 {
-                return Err(Error::Corrupt("index key of the wrong length".into()));
-            }
-            let n = be_u32(&rest[..4], "index key")?;
-            let index = be_u64(&rest[4..], "index key")?;
-            let log = self
-                .table
-                .read()
-                .map_err(poisoned)?
-                .by_num
-                .get(n as usize)
-                .copied()
-                .ok_or_else(|| Error::Corrupt(format!("index names unknown log number {n}")))?;
-            let bytes = self
-                .db
-                .get(key_e(n, index))
-                .map_err(db_err)?
+            let n = (pos >> INDEX_BITS) as usize;
+            let index = pos & ((1 << INDEX_BITS) - 1);
+            let (Some(log), Some(f)) = (by_num.get(n), files.get(n)) else {
+                return Err(Error::Corrupt(format!("index names unknown log number {n}")));
+            };
+            let bytes = f
+                .read(index)?
                 .ok_or_else(|| Error::Corrupt(format!("index names missing entry {index}")))?;
             let e = SignedEntry::decode(&bytes)
                 .map_err(|e| Error::Corrupt(format!("entry {index} of {log}: {e}")))?;
             // The key holds only a digest: keep the hit only if the entry really has the key.
             if IndexKey::of(&e).contains(key) {
-                out.push((log, index));
+                out.push((*log, index));
             }
         }
         Ok(out)
@@ -475,6 +547,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), Error> {
+        for f in self.table.read().map_err(poisoned)?.files.iter() {
+            f.sync_derived()?;
+        }
         self.db.flush().map(|_| ()).map_err(db_err)
     }
 }
@@ -488,20 +563,22 @@ impl SledStore {
     /// `bit` (modulo the length) of a stored entry in place, bypassing every check. The node
     /// itself never calls this.
     pub fn danger_flip_entry_bit(&self, log: &LogId, index: u64, bit: usize) -> Result<(), Error> {
-        let n = self.num(log)?.ok_or_else(|| Error::Corrupt("no such log".into()))?;
-        let key = key_e(n, index);
-        let mut v = self
-            .db
-            .get(&key)
-            .map_err(db_err)?
-            .ok_or_else(|| Error::Corrupt("no such entry".into()))?
-            .to_vec();
-        let i = (bit / 8) % v.len().max(1);
-        if let Some(b) = v.get_mut(i) {
-            *b ^= 1 << (bit % 8);
+        let f = self.files(log)?.ok_or_else(|| Error::Corrupt("no such log".into()))?;
+        f.flip_bit(index, bit)
+    }
+
+    /// Bytes the store takes on disk: the sled database, the log files and the index runs.
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
         }
-        self.db.insert(key, v).map_err(db_err)?;
-        self.db.flush().map_err(db_err)?;
-        Ok(())
+        walk(&self.dir)
     }
 }
