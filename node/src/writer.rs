@@ -184,16 +184,35 @@ impl Writer {
     }
 }
 
+/// A checkpoint being checked and signed off the write path: its size and the blocking task.
+type CheckpointJob = (u64, tokio::task::JoinHandle<Result<SignedCheckpoint, AppendError>>);
+
+/// The result of the checkpoint in flight (pending forever when there is none).
+async fn job_done(job: &mut Option<CheckpointJob>) -> Result<SignedCheckpoint, AppendError> {
+    match job {
+        Some((_, h)) => h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string()))),
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(mut st: State, mut rx: mpsc::Receiver<Request>) {
     let mut tick = tokio::time::interval(st.cfg.checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cp_at = Instant::now();
+    // At most one checkpoint is in flight; appends go on while it re-reads and signs.
+    let mut job: Option<CheckpointJob> = None;
     loop {
         let first = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => break },
-            _ = tick.tick() => {
-                let _ = st.checkpoint().await;
+            _ = tick.tick(), if job.is_none() => {
+                job = st.begin_checkpoint();
                 last_cp_at = Instant::now();
+                continue;
+            }
+            r = job_done(&mut job), if job.is_some() => {
+                if let Some((size, _)) = job.take() {
+                    let _ = st.finish_checkpoint(size, r);
+                }
                 continue;
             }
         };
@@ -208,7 +227,8 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<Request>) {
                     appends.push((b, r));
                 }
                 Some(Request::Checkpoint(r)) => {
-                    let _ = r.send(st.checkpoint().await);
+                    st.settle(&mut job).await;
+                    let _ = r.send(st.checkpoint_now().await);
                     last_cp_at = Instant::now();
                 }
                 None => {}
@@ -224,13 +244,14 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<Request>) {
         if !appends.is_empty() {
             st.commit(appends).await;
         }
-        if last_cp_at.elapsed() >= st.cfg.checkpoint_interval {
-            let _ = st.checkpoint().await;
+        if job.is_none() && last_cp_at.elapsed() >= st.cfg.checkpoint_interval {
+            job = st.begin_checkpoint();
             last_cp_at = Instant::now();
         }
     }
     // Channel closed: the node is stopping. Leave a final checkpoint behind.
-    let _ = st.checkpoint().await;
+    st.settle(&mut job).await;
+    let _ = st.checkpoint_now().await;
 }
 
 type Reply = oneshot::Sender<Result<Vec<u64>, AppendError>>;
@@ -307,15 +328,35 @@ impl State {
         }
     }
 
-    /// Signs a checkpoint over the current size if it grew; never over a root it cannot back.
-    async fn checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, AppendError> {
+    /// Waits for the checkpoint in flight, if any, and takes in its result.
+    async fn settle(&mut self, job: &mut Option<CheckpointJob>) {
+        if let Some((size, h)) = job.take() {
+            let r = h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+            let _ = self.finish_checkpoint(size, r);
+        }
+    }
+
+    /// Signs a checkpoint over the current size now, if it grew (on request and on shutdown).
+    async fn checkpoint_now(&mut self) -> Result<Option<SignedCheckpoint>, AppendError> {
         if let Some(f) = &self.faulted {
             return Err(AppendError::Faulted(f.clone()));
+        }
+        let Some((size, h)) = self.begin_checkpoint() else { return Ok(None) };
+        let r = h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        self.finish_checkpoint(size, r).map(Some)
+    }
+
+    /// Starts checking and signing a checkpoint over the current size, if the log grew and is
+    /// not faulted: never over a root it cannot back. The check reads only durable entries
+    /// below that size, so appends may go on meanwhile.
+    fn begin_checkpoint(&self) -> Option<CheckpointJob> {
+        if self.faulted.is_some() {
+            return None;
         }
         let size = self.frontier.size();
         let prev_size = self.last_cp.as_ref().map_or(0, |c| c.size);
         if size == prev_size && self.last_cp.is_some() {
-            return Ok(None);
+            return None;
         }
         let store = self.store.clone();
         let log = self.log;
@@ -324,7 +365,7 @@ impl State {
         let prev = self.last_cp.clone();
         let key = self.key.clone();
         let origin = self.cfg.origin.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<SignedCheckpoint, AppendError> {
+        let h = tokio::task::spawn_blocking(move || -> Result<SignedCheckpoint, AppendError> {
             // 1. The entries since the last check hash to the stored tree and to our edge.
             let report = check_log(
                 &*store,
@@ -360,16 +401,23 @@ impl State {
                 .put_checkpoint(&log, size, &signed.to_text())
                 .map_err(|e| AppendError::Store(e.to_string()))?;
             Ok(signed)
-        })
-        .await
-        .unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        });
+        Some((size, h))
+    }
+
+    /// Takes in the result of a checkpoint over `size`: publishes it, or faults the log.
+    fn finish_checkpoint(
+        &mut self,
+        size: u64,
+        r: Result<SignedCheckpoint, AppendError>,
+    ) -> Result<SignedCheckpoint, AppendError> {
         match r {
             Ok(signed) => {
                 self.checked_to = size;
                 self.last_cp = Some(signed.checkpoint().clone());
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 let _ = self.events.send(LogEvent::Checkpoint(Arc::new(signed.clone())));
-                Ok(Some(signed))
+                Ok(signed)
             }
             Err(e) => {
                 if let AppendError::Faulted(f) = &e {

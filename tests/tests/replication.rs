@@ -3,7 +3,8 @@
 //! is refused, and forged gossip injected through the real network layer is rejected with the
 //! sender penalised.
 //!
-//! `RINGLOG_E2E_BIG=1` makes the late node catch up on 100,000 entries instead of 20,000.
+//! `RINGLOG_E2E_BIG=1` makes the late node catch up on 100,000 entries instead of 20,000, and
+//! `RINGLOG_E2E_BIG=N` on N entries.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use ringlog_e2e::{hop, metric, run_ok, tune, Node, Ring};
@@ -119,7 +120,11 @@ fn five_nodes_converge_and_a_killed_node_catches_up() {
 
 #[test]
 fn a_late_empty_node_catches_up_on_a_backlog() {
-    let n: u64 = if std::env::var_os("RINGLOG_E2E_BIG").is_some() { 100_000 } else { 20_000 };
+    // RINGLOG_E2E_BIG=1: 100,000 entries; RINGLOG_E2E_BIG=N (N > 1): N entries.
+    let n: u64 = match std::env::var("RINGLOG_E2E_BIG") {
+        Ok(v) => v.parse().ok().filter(|&n: &u64| n > 1).unwrap_or(100_000),
+        Err(_) => 20_000,
+    };
     let mut ring = Ring::new(2);
     ring.nodes.iter().for_each(tune);
     ring.nodes[0].start();
@@ -127,14 +132,16 @@ fn a_late_empty_node_catches_up_on_a_backlog() {
     append_n(&ring.nodes[0], 1, n, 1000);
     let appended = t0.elapsed();
     let m0 = ring.nodes[0].name.clone();
-    Ring::wait_for(Duration::from_secs(30), "a checkpoint over the whole backlog", || {
-        ring.nodes[0].get("/v1/logs")[0]["checkpoint_size"].as_u64() == Some(n)
-    });
+    Ring::wait_for(
+        Duration::from_secs(30 + n / 5000),
+        "a checkpoint over the whole backlog",
+        || ring.nodes[0].get("/v1/logs")[0]["checkpoint_size"].as_u64() == Some(n),
+    );
     ring.nodes[1].start();
     let t0 = Instant::now();
     let expect: BTreeMap<String, u64> = [(m0.clone(), n)].into();
     let nodes: Vec<&Node> = ring.nodes.iter().collect();
-    let t = wait_converged(&nodes, &expect, Duration::from_secs(120));
+    let t = wait_converged(&nodes, &expect, Duration::from_secs(120 + n / 2000));
     let t_total = t0.elapsed();
     eprintln!(
         "backlog of {n} entries appended in {appended:?}; late node caught up in {t_total:?} \

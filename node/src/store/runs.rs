@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes per record.
 const REC: u64 = 16;
@@ -32,7 +33,7 @@ pub(super) const TABLE_RECORDS: usize = 256 * 1024;
 const MERGE_FAN_IN: usize = 4;
 
 /// One immutable sorted file.
-struct Run {
+pub(super) struct Run {
     seq: u64,
     count: u64,
     file: File,
@@ -43,7 +44,7 @@ struct Run {
 /// The index: live runs and the in-memory table.
 pub(super) struct Index {
     dir: PathBuf,
-    runs: Vec<Run>,
+    runs: Vec<Arc<Run>>,
     table: BTreeSet<(u64, u64)>,
     /// Size of the table that makes a run.
     table_records: usize,
@@ -181,7 +182,7 @@ impl Index {
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating the index directory", e))?;
         let mut runs = Vec::new();
         for (seq, count) in list {
-            runs.push(Run::open(dir, *seq, *count)?);
+            runs.push(Arc::new(Run::open(dir, *seq, *count)?));
         }
         let next_seq = list.iter().map(|(s, _)| s + 1).max().unwrap_or(0);
         let live: BTreeSet<PathBuf> = list.iter().map(|(s, _)| run_path(dir, *s)).collect();
@@ -229,43 +230,69 @@ impl Index {
         Ok(out)
     }
 
-    /// Writes the table as a new run and merges full tiers. Returns the run files that are
-    /// no longer live: delete them (with [`Index::remove`]) once the new list is durable.
-    pub(super) fn write_table(&mut self) -> Result<Vec<u64>, Error> {
-        let mut dead = Vec::new();
+    /// Writes the table as a new run (durably); the caller then persists [`Index::list`].
+    pub(super) fn write_table(&mut self) -> Result<(), Error> {
         if !self.table.is_empty() {
             let seq = self.next_seq;
             self.next_seq += 1;
             let count = write_run(&self.dir, seq, self.table.iter().copied())?;
-            self.runs.push(Run::open(&self.dir, seq, count)?);
+            self.runs.push(Arc::new(Run::open(&self.dir, seq, count)?));
             self.table.clear();
         }
-        loop {
-            let mut tiers: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
-            for (i, r) in self.runs.iter().enumerate() {
-                tiers.entry(r.tier(self.table_records)).or_default().push(i);
-            }
-            let Some(group) = tiers.into_values().find(|v| v.len() >= MERGE_FAN_IN) else {
-                break;
-            };
-            let group: Vec<usize> = group.into_iter().take(MERGE_FAN_IN).collect();
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let count = self.merge(&group, seq)?;
-            let merged = Run::open(&self.dir, seq, count)?;
-            for i in group.iter().rev() {
-                dead.push(self.runs.remove(*i).seq);
-            }
-            self.runs.push(merged);
+        Ok(())
+    }
+
+    /// The next merge due, if a size tier holds [`MERGE_FAN_IN`] runs: the runs and the
+    /// sequence number of the run they become. The merge itself ([`Merge::run`]) needs no
+    /// lock; [`Index::install`] then swaps the result in.
+    pub(super) fn next_merge(&mut self) -> Option<Merge> {
+        let mut tiers: std::collections::BTreeMap<u32, Vec<&Arc<Run>>> = Default::default();
+        for r in &self.runs {
+            tiers.entry(r.tier(self.table_records)).or_default().push(r);
         }
+        let group: Vec<Arc<Run>> = tiers
+            .into_values()
+            .find(|v| v.len() >= MERGE_FAN_IN)?
+            .into_iter()
+            .take(MERGE_FAN_IN)
+            .cloned()
+            .collect();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(Merge { dir: self.dir.clone(), group, seq })
+    }
+
+    /// Replaces the merged runs with their merge (`count` records in run `seq`). Returns the
+    /// run files that are no longer live: delete them (with [`Index::remove`]) once the new
+    /// list is durable.
+    pub(super) fn install(&mut self, merge: &Merge, count: u64) -> Result<Vec<u64>, Error> {
+        let merged = Arc::new(Run::open(&self.dir, merge.seq, count)?);
+        let dead: Vec<u64> = merge.group.iter().map(|r| r.seq).collect();
+        self.runs.retain(|r| !dead.contains(&r.seq));
+        self.runs.push(merged);
         Ok(dead)
     }
 
-    /// Merges runs (by position in `self.runs`) into run `seq`.
-    fn merge(&self, group: &[usize], seq: u64) -> Result<u64, Error> {
+    /// Deletes dead run files.
+    pub(super) fn remove(&self, dead: &[u64]) {
+        for seq in dead {
+            let _ = std::fs::remove_file(run_path(&self.dir, *seq));
+        }
+    }
+}
+
+/// A merge of runs of one size tier, taken out of the index so that it runs without a lock.
+pub(super) struct Merge {
+    dir: PathBuf,
+    group: Vec<Arc<Run>>,
+    seq: u64,
+}
+
+impl Merge {
+    /// Merges the runs into a new durable run file; returns its record count.
+    pub(super) fn run(&self) -> Result<u64, Error> {
         let mut readers = Vec::new();
-        for &i in group {
-            let r = &self.runs[i];
+        for r in &self.group {
             let f = r.file.try_clone().map_err(|e| io_err("reading index run", e))?;
             let mut rr = RunReader { r: BufReader::with_capacity(1 << 20, f), left: r.count };
             std::io::Seek::seek(&mut rr.r, std::io::SeekFrom::Start(0))
@@ -292,17 +319,10 @@ impl Index {
             }
             Some(min)
         });
-        let count = write_run(&self.dir, seq, iter)?;
+        let count = write_run(&self.dir, self.seq, iter)?;
         match err {
             Some(e) => Err(e),
             None => Ok(count),
-        }
-    }
-
-    /// Deletes dead run files.
-    pub(super) fn remove(&self, dead: &[u64]) {
-        for seq in dead {
-            let _ = std::fs::remove_file(run_path(&self.dir, *seq));
         }
     }
 }

@@ -56,7 +56,9 @@ pub struct SledStore {
     table: RwLock<Table>,
     /// Serialises writers; holds each log's frontier as of its committed size.
     writer: Mutex<HashMap<u32, Frontier>>,
-    index: RwLock<Index>,
+    index: Arc<RwLock<Index>>,
+    /// The thread merging index runs, if one was started; merges never hold up an append.
+    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set when a write failed half-way; cleared only by reopening.
     failed: AtomicBool,
 }
@@ -199,7 +201,8 @@ impl SledStore {
             dir: path.to_path_buf(),
             table: RwLock::new(Table::default()),
             writer: Mutex::new(HashMap::new()),
-            index: RwLock::new(index),
+            index: Arc::new(RwLock::new(index)),
+            merger: Mutex::new(None),
             failed: AtomicBool::new(false),
         };
         store.load()?;
@@ -325,25 +328,84 @@ impl SledStore {
     }
 
     /// Writes the in-memory index as a run, syncs every log's derived files, and records both
-    /// in sled. Called with the writer lock held, so every committed entry is indexed.
+    /// in sled; then lets the merge thread merge full tiers. Called with the writer lock
+    /// held, so every committed entry is indexed.
     fn write_index(&self) -> Result<(), Error> {
-        let dead = self.index.write().map_err(poisoned)?.write_table()?;
-        let list = self.index.read().map_err(poisoned)?.list();
         let files = self.table.read().map_err(poisoned)?.files.clone();
         let mut batch = ::sled::Batch::default();
         for (n, f) in files.iter().enumerate() {
             f.sync_derived()?;
             batch.insert(key_x(n as u32), &f.size().to_be_bytes());
         }
-        let mut v = Vec::with_capacity(list.len() * 16);
-        for (seq, count) in list {
-            v.extend_from_slice(&seq.to_be_bytes());
-            v.extend_from_slice(&count.to_be_bytes());
+        {
+            // The list is written under the index lock, so that the merge thread's writes of
+            // it and ours land in the order the list changed.
+            let mut index = self.index.write().map_err(poisoned)?;
+            index.write_table()?;
+            batch.insert(&b"R"[..], encode_runs(&index.list()));
+            self.write(batch)?;
         }
-        batch.insert(&b"R"[..], v);
-        self.write(batch)?;
-        self.index.read().map_err(poisoned)?.remove(&dead);
+        self.start_merges();
         Ok(())
+    }
+
+    /// Starts the merge thread unless it is running.
+    fn start_merges(&self) {
+        let Ok(mut slot) = self.merger.lock() else { return };
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
+        let (index, db) = (self.index.clone(), self.db.clone());
+        let spawned = std::thread::Builder::new().name("index-merge".into()).spawn(move || {
+            if let Err(e) = merge_all(&index, &db) {
+                tracing::warn!(error = %e, "merging index runs failed; will retry");
+            }
+        });
+        match spawned {
+            Ok(h) => *slot = Some(h),
+            Err(e) => tracing::warn!(error = %e, "cannot start the index merge thread"),
+        }
+    }
+}
+
+/// Merges index runs until no size tier is full. Each merge reads and writes files without a
+/// lock; only swapping the result in (and recording the new list durably) takes the index
+/// lock. The old files are deleted after the new list is durable.
+fn merge_all(index: &RwLock<Index>, db: &::sled::Db) -> Result<(), Error> {
+    loop {
+        let Some(merge) = index.write().map_err(poisoned)?.next_merge() else { return Ok(()) };
+        let count = merge.run()?;
+        let dead = {
+            let mut ix = index.write().map_err(poisoned)?;
+            let dead = ix.install(&merge, count)?;
+            db.insert(b"R", encode_runs(&ix.list())).map_err(db_err)?;
+            db.flush().map_err(db_err)?;
+            dead
+        };
+        index.read().map_err(poisoned)?.remove(&dead);
+    }
+}
+
+fn encode_runs(list: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(list.len() * 16);
+    for (seq, count) in list {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&count.to_be_bytes());
+    }
+    v
+}
+
+impl Drop for SledStore {
+    /// Waits for a merge in progress, so that the database is closed when the store is.
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.merger.lock() {
+            if let Some(h) = slot.take() {
+                let _ = h.join();
+            }
+        }
     }
 }
 
