@@ -5,7 +5,6 @@
 use anyhow::Context as _;
 use clap::Args;
 use ringlog_node::audit;
-use ringlog_node::client::{Client, Endpoint};
 use ringlog_node::config::CONFIG_FILE;
 use ringlog_protocol::genesis::Genesis;
 use std::path::PathBuf;
@@ -62,7 +61,7 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let report = if let Some(addr) = a.node.clone() {
-        let client = Client::new(Endpoint::Tcp(addr.clone()));
+        let client = crate::query::read_client(Some(&addr), &a.config)?;
         // Fail early and plainly when nothing answers at that address.
         client
             .get_limited("/healthz", 1 << 16)

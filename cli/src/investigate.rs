@@ -5,7 +5,7 @@
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::Args;
-use ringlog_node::client::{Client, Endpoint};
+use ringlog_node::client::Client;
 use ringlog_node::config::{Config, CONFIG_FILE};
 use ringlog_node::identity::Identity;
 use ringlog_node::investigate::TraceAnswer;
@@ -39,14 +39,7 @@ pub struct Node {
 
 impl Node {
     fn client(&self) -> anyhow::Result<Client> {
-        if let Some(n) = &self.node {
-            return Ok(Client::new(Endpoint::Tcp(n.clone())));
-        }
-        if self.config.exists() {
-            let cfg = Config::load(&self.config)?;
-            return Ok(Client::new(Endpoint::Tcp(cfg.api.http)));
-        }
-        Ok(Client::new(Endpoint::Tcp("127.0.0.1:7480".into())))
+        crate::query::read_client(self.node.as_deref(), &self.config)
     }
 }
 

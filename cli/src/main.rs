@@ -143,7 +143,12 @@ fn init_tracing(json: bool, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "error" } else { "info,libp2p=warn,sled=warn" };
     let filter = EnvFilter::try_from_env("RINGLOG_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log redirected to a file stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         b.json().init();
     } else {

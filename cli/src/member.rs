@@ -49,13 +49,7 @@ impl Conn {
 
     /// The client for reads.
     fn reader(&self) -> anyhow::Result<Client> {
-        if let Some(n) = &self.node {
-            return Ok(Client::new(Endpoint::Tcp(n.clone())));
-        }
-        if self.config.exists() {
-            return Ok(Client::new(Endpoint::Tcp(self.load_config()?.api.http)));
-        }
-        Ok(Client::new(Endpoint::Tcp("127.0.0.1:7480".into())))
+        crate::query::read_client(self.node.as_deref(), &self.config)
     }
 
     /// The client for governance writes: the socket from the config, or --node with the token.

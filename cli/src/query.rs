@@ -31,15 +31,30 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn http(&self) -> anyhow::Result<Client> {
-        if let Some(n) = &self.node {
-            return Ok(Client::new(Endpoint::Tcp(n.clone())));
-        }
-        if self.config.exists() {
-            let cfg = ringlog_node::config::Config::load(&self.config)?;
-            return Ok(Client::new(Endpoint::Tcp(cfg.api.http)));
-        }
-        Ok(Client::new(Endpoint::Tcp("127.0.0.1:7480".into())))
+        read_client(self.node.as_deref(), &self.config)
     }
+}
+
+/// The client for a node's read-only API: `--node` (a `host:port`, an `http://` prefix
+/// tolerated), else the API address of the config file, else 127.0.0.1:7480 when no config
+/// file is in the current directory. A `--config` that names a missing file is an error, never
+/// a silent fall back to another node.
+pub fn read_client(node: Option<&str>, config: &std::path::Path) -> anyhow::Result<Client> {
+    if let Some(n) = node {
+        let n = n.trim_start_matches("http://").trim_end_matches('/');
+        return Ok(Client::new(Endpoint::Tcp(n.to_string())));
+    }
+    if config.exists() {
+        let cfg = ringlog_node::config::Config::load(config)?;
+        return Ok(Client::new(Endpoint::Tcp(cfg.api.http)));
+    }
+    if config != std::path::Path::new(CONFIG_FILE) {
+        anyhow::bail!(
+            "no config file at {} (pass an existing --config, or --node)",
+            config.display()
+        );
+    }
+    Ok(Client::new(Endpoint::Tcp("127.0.0.1:7480".into())))
 }
 
 fn print(json_out: bool, v: &Value, human: impl FnOnce(&Value)) {

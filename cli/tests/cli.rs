@@ -102,3 +102,16 @@ fn a_closed_pipe_ends_output_without_a_panic() {
         "hidden files are not messages"
     );
 }
+
+#[test]
+fn a_missing_config_file_is_an_error_not_another_node() {
+    // A typo in --config must not quietly query whatever node listens on the default port.
+    for cmd in [&["logs"][..], &["roster"][..], &["trace", "--fingerprint", &"ab".repeat(32)][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--config", "no-such-dir/ringlog.tom"]);
+        let out = ringlog(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no config file at no-such-dir/ringlog.tom"), "{args:?}: {err}");
+    }
+}
