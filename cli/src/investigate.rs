@@ -648,6 +648,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mfp = |j: u64| sha256(&[b"bench-mfp1", &j.to_be_bytes()]);
     let fresh = !a.dir.exists();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&a.dir.join("store"))?);
+    // The genesis beside the store, so that `ringlog audit --data-dir DIR --genesis
+    // DIR/genesis.json` can audit the same million records.
+    std::fs::write(a.dir.join("genesis.json"), g.to_json())?;
     if fresh {
         let t0 = Instant::now();
         const BATCH: u64 = 5000;
