@@ -175,7 +175,7 @@ pub async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         outln!("{v}");
     } else {
-        print_trace(&ans.trace, &ans.contacts);
+        print_trace(&ans.trace, Some(&ans.contacts));
     }
     if a.evidence.is_some() || a.arf.is_some() {
         let mut q = format!("mfp1={mfp1}");
@@ -239,7 +239,9 @@ fn next_text(n: &NextHop) -> String {
     }
 }
 
-fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>) {
+/// The trace as a path; `contacts` are the abuse contacts from the node's roster (a bundle
+/// verified offline has none, and then none is shown).
+fn print_trace(t: &Trace, contacts: Option<&std::collections::BTreeMap<String, String>>) {
     outln!("message {} (matched by {:?})", t.query, t.matched_by);
     match &t.origin {
         Some(o) => {
@@ -247,8 +249,14 @@ fn print_trace(t: &Trace, contacts: &std::collections::BTreeMap<String, String>)
                 OriginKind::Customer { commitment } => format!("customer, commitment {commitment}"),
                 OriginKind::External { ip, helo } => format!("outside host {ip}, HELO {helo}"),
             };
-            let abuse = contacts.get(&o.member).map(String::as_str).unwrap_or("unknown");
-            outln!("origin: {} ({how}) at {}  [abuse: {abuse}]", o.member, rfc3339(o.time_ms));
+            let abuse = match contacts {
+                Some(c) => format!(
+                    "  [abuse: {}]",
+                    c.get(&o.member).map(String::as_str).unwrap_or("unknown")
+                ),
+                None => String::new(),
+            };
+            outln!("origin: {} ({how}) at {}{abuse}", o.member, rfc3339(o.time_ms));
         }
         None => outln!("origin: not found (no record shows the message entering the ring)"),
     }
@@ -463,7 +471,11 @@ fn print_verdict(v: &Verdict) {
             c.member,
             c.size,
             c.cosignatures,
-            if c.witnessed { "witnessed" } else { "NOT WITNESSED" }
+            match (c.witnessed, v.witness_k) {
+                (true, 0) => "witnessed (the ring asks for no cosignature)",
+                (true, _) => "witnessed",
+                (false, _) => "NOT WITNESSED",
+            }
         );
     }
     for (m, by) in &v.proven_members {
@@ -471,7 +483,7 @@ fn print_verdict(v: &Verdict) {
             outln!("  key of {m} proven by its admission by {by}");
         }
     }
-    print_trace(&v.trace, &Default::default());
+    print_trace(&v.trace, None);
     outln!(
         "witnessed: {}",
         if v.witnessed { "yes" } else { "NO (the members could still deny these checkpoints)" }

@@ -327,8 +327,10 @@ pub fn trace(
     for (i, _) in entries.iter().skip(1) {
         let r = &recs[*i];
         notes.push(format!(
-            "{} also recorded the message entering the ring (record {}) at {} ms",
-            r.member, r.index, r.hop.time_ms
+            "{} also recorded the message entering the ring (record {}) at {}",
+            r.member,
+            r.index,
+            utc_ms(r.hop.time_ms)
         ));
     }
 
@@ -532,4 +534,28 @@ pub fn gather<E>(
         }
     }
     Ok((MatchKind::Mfp1, out))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a writer's time in milliseconds since the epoch.
+fn utc_ms(ms: u64) -> String {
+    let u = mail_parser::DateTime::from_timestamp(i64::try_from(ms / 1000).unwrap_or(i64::MAX));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn writer_times_read_as_utc() {
+        assert_eq!(super::utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
 }

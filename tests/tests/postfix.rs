@@ -745,10 +745,13 @@ fn postfix_ring() {
         ringlog_e2e::metric(&a, "ringlog_appended_total").unwrap_or(0),
         ringlog_e2e::metric(&a, "ringlog_append_batches_total").unwrap_or(0),
     );
+    // RINGLOG_PERF_CLIENTS=N sets the concurrent SMTP clients (default 4), 200 messages in all.
+    let clients: usize =
+        std::env::var("RINGLOG_PERF_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
     let (mut rates, mut seq) = (Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
-        let (r_plain, l_plain) = perf(PLAIN_PORT, 200, 4);
-        let (r_milter, l_milter) = perf(SMTP_PORT, 200, 4);
+        let (r_plain, l_plain) = perf(PLAIN_PORT, 200, clients.max(1));
+        let (r_milter, l_milter) = perf(SMTP_PORT, 200, clients.max(1));
         let (_, s_plain) = perf(PLAIN_PORT, 40, 1);
         let (_, s_milter) = perf(SMTP_PORT, 40, 1);
         eprintln!(

@@ -239,7 +239,11 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
     let mut expected: Vec<(Hash, String, String)> = Vec::new(); // (mfp1 at delivery, expected origin, label)
     let mut spam_fp = None;
     if let (Some(corpus), Some(msgs)) = (&opts.corpus, corpus) {
-        say(format!("replaying {} real messages from {}", msgs.len(), corpus.display()));
+        say(format!(
+            "replaying {} real message files from {} (copies of one message are replayed once)",
+            msgs.len(),
+            corpus.display()
+        ));
         let mut seen_fp: BTreeMap<Hash, String> = BTreeMap::new();
         for (file, raw) in msgs {
             let Some(replay) = prepare(&file, &raw) else {
@@ -401,11 +405,14 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
             Err(e) => say(format!("evidence for {} failed to verify: {e}", &fp.to_hex()[..16])),
         }
     }
+    let kept = if opts.keep.is_some() {
+        format!("in {}", ev_dir.display())
+    } else {
+        "(removed at exit: --keep DIR keeps them)".to_string()
+    };
     say(format!(
-        "evidence: {} bundles verified offline ({} witnessed) in {}",
-        summary.evidence_verified,
-        summary.evidence_witnessed,
-        ev_dir.display()
+        "evidence: {} bundles verified offline ({} witnessed) {kept}",
+        summary.evidence_verified, summary.evidence_witnessed,
     ));
 
     // 6. Audit every log on every node.
