@@ -218,11 +218,31 @@ async fn do_append(s: &Shared, body: AppendBody) -> Result<Response, ApiError> {
         return Err(bad("no records"));
     }
     let now = crate::node::now_ms();
+    let roster = s.roster.roster();
     let mut bodies = Vec::with_capacity(reqs.len());
     for r in &reqs {
         let rec = r
             .to_record(&s.identity.commit_secret, now)
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        // A hop to or from a member that the ring does not know is a typo, not a record.
+        let named = [
+            match &rec.prev {
+                ringlog_protocol::record::PrevHop::Member { name } => Some(name),
+                _ => None,
+            },
+            match &rec.next {
+                ringlog_protocol::record::NextHop::Member { name } => Some(name),
+                _ => None,
+            },
+        ];
+        for name in named.into_iter().flatten() {
+            if roster.member(name).is_none() {
+                return Err(ApiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{name} is not a member of the ring (see ringlog roster)"),
+                ));
+            }
+        }
         bodies.push(Body::Hop(rec));
     }
     let indexes = s.writer.append(bodies).await?;

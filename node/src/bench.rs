@@ -45,7 +45,7 @@ fn hop(i: u64) -> Value {
     let h = sha256(&[&i.to_be_bytes()]);
     let b = sha256(&[b"body", &i.to_be_bytes()]);
     json!({ "mfp1": h, "mfp1_lite": h, "body": b, "from": "external:192.0.2.1,mx.sender.example",
-            "to": "member:backbone-1.example", "queue_id": format!("{:010X}", i) })
+            "to": "external:mx.next.example", "queue_id": format!("{:010X}", i) })
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {

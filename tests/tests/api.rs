@@ -51,6 +51,11 @@ fn bad_input_gets_4xx_and_stores_nothing() {
         ("bad from", serde_json::to_vec(&hop(2, "nobody", "local:x")).unwrap(), 422),
         ("bad to", serde_json::to_vec(&hop(3, "customer:a", "elsewhere")).unwrap(), 422),
         ("bad ip", serde_json::to_vec(&hop(4, "external:999.1.1.1", "local:x")).unwrap(), 422),
+        (
+            "unknown member",
+            serde_json::to_vec(&hop(5, "member:nosuch.example", "local:x")).unwrap(),
+            422,
+        ),
         ("empty batch", b"[]".to_vec(), 400),
     ];
     for (what, body, want) in cases {

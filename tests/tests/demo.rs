@@ -86,3 +86,14 @@ fn demo_refuses_a_corpus_without_messages_before_starting() {
     assert!(err.contains("no messages found"), "{err}");
     assert!(!err.contains("founded"), "the ring started before the input was checked: {err}");
 }
+
+#[test]
+fn demo_refuses_a_corpus_that_is_not_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "just some notes\nnot a message\n").unwrap();
+    let (ok, out, err) = run(&["demo", "--corpus", notes.to_str().unwrap()]);
+    assert!(!ok, "a corpus with no mappable message passed: {out}");
+    assert!(err.contains("has a Received chain that can be mapped"), "{err}");
+    assert!(!err.contains("founded"), "the ring started before the input was checked: {err}");
+}

@@ -138,6 +138,14 @@ async fn run_in(opts: &DemoOptions, base: &Path) -> anyhow::Result<Summary> {
                     p.display()
                 );
             }
+            if !msgs.iter().any(|(file, raw)| prepare(file, raw).is_some()) {
+                bail!(
+                    "none of the {} message(s) read from {} has a Received chain that can be \
+                     mapped onto the ring (is it mail?)",
+                    msgs.len(),
+                    p.display()
+                );
+            }
             Some(msgs)
         }
         None => None,
