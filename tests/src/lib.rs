@@ -116,13 +116,29 @@ impl Node {
 
     /// Starts the node process and waits until its API answers.
     pub fn start(&mut self) {
+        self.start_in(&[]);
+    }
+
+    /// Starts the node process through `wrapper` (a command that runs the rest of its arguments
+    /// in place, such as `ip netns exec NS`), and waits until its API answers.
+    pub fn start_in(&mut self, wrapper: &[&str]) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("node.log"))
             .unwrap();
-        let child = Command::new(bin())
+        let bin = bin();
+        let (program, pre) = match wrapper.split_first() {
+            Some((w, rest)) => (std::path::PathBuf::from(w), rest.to_vec()),
+            None => (bin.clone(), Vec::new()),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(pre);
+        if !wrapper.is_empty() {
+            cmd.arg(&bin);
+        }
+        let child = cmd
             .args(["node", "run", "--config", self.config().to_str().unwrap()])
             .env(
                 "RINGLOG_LOG",
@@ -334,4 +350,16 @@ pub fn metric(node: &Node, name: &str) -> Option<u64> {
 pub fn hop(seed: u64, from: &str, to: &str) -> Value {
     let h = ringlog_protocol::sha256(&[&seed.to_be_bytes()]);
     json!({ "mfp1": h, "mfp1_lite": h, "body": h, "from": from, "to": to, "queue_id": format!("Q{seed:X}") })
+}
+
+/// `ringlog audit --json` on a stopped node's store: asserts that it is clean and holds no
+/// equivocation proof (nobody accused), and returns the report.
+pub fn audit_clean(node: &Node) -> Value {
+    let (ok, out, err) = run(&["audit", "--json", "--config", node.config().to_str().unwrap()]);
+    let v: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("audit of {}: not json ({e}): {out}\n{err}", node.name));
+    assert!(ok && v["clean"] == true, "audit of {} is not clean: {v}\n{err}", node.name);
+    let accused = v["equivocations"].as_array().map_or(0, Vec::len);
+    assert_eq!(accused, 0, "{} holds equivocation proofs: {v}", node.name);
+    v
 }

@@ -1,13 +1,15 @@
-//! A network partition made with Linux network namespaces: one node in its own namespace,
-//! joined to the host by a veth pair. Both sides write while the link is down; when it comes
-//! back up both hold both logs, identical. Runs only as root with `ip` available (CI is root);
-//! elsewhere it prints a note and passes.
+//! A network partition made with Linux network namespaces: five nodes, two on the host side of
+//! a veth pair and three in their own namespace on the other side. Every node writes while the
+//! link is down; when it comes back up all five hold all five logs, identical, nothing lost, and
+//! an audit of every store at the end is clean with no equivocation proof (nobody falsely
+//! accused). Runs only as root with `ip` available (CI is root); elsewhere it prints a note and
+//! passes.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use ringlog_e2e::{bin, hop, run_ok, Node};
+use ringlog_e2e::{audit_clean, hop, metric, run_ok, Node};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn sh(args: &[&str]) -> bool {
@@ -27,26 +29,19 @@ fn can_run() -> bool {
     root && sh(&["ip", "-V"])
 }
 
-/// A namespace with a veth pair to the host; removed on drop.
+/// A namespace with a veth pair to the host, and a fallback route that keeps the test's
+/// subnet on this machine while the link is down; all removed on drop.
 struct Netns {
     ns: String,
     host_if: String,
+    subnet: String,
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&["ip", "link", "del", &self.host_if]);
         let _ = sh(&["ip", "netns", "del", &self.ns]);
-    }
-}
-
-/// A child process killed when the test ends, even by a panic.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = sh(&["ip", "route", "del", "unreachable", &self.subnet, "metric", "4000"]);
     }
 }
 
@@ -68,8 +63,15 @@ fn a_partition_heals_and_both_sides_converge() {
     let id = std::process::id();
     let net = format!("10.{}.{}", 200 + (id % 50), (id / 50) % 250);
     let (host_ip, ns_ip) = (format!("{net}.1"), format!("{net}.2"));
-    let guard = Netns { ns: format!("rlpart{id}"), host_if: format!("rlh{}", id % 100_000) };
+    let guard = Netns {
+        ns: format!("rlpart{id}"),
+        host_if: format!("rlh{}", id % 100_000),
+        subnet: format!("{net}.0/24"),
+    };
     let ns_if = format!("rln{}", id % 100_000);
+    // While the link is down its connected route is gone: without this fallback, dials to the
+    // namespace would follow the default route off the machine.
+    must(&["ip", "route", "add", "unreachable", &guard.subnet, "metric", "4000"]);
     must(&["ip", "netns", "add", &guard.ns]);
     must(&["ip", "link", "add", &guard.host_if, "type", "veth", "peer", "name", &ns_if]);
     must(&["ip", "link", "set", &ns_if, "netns", &guard.ns]);
@@ -84,17 +86,20 @@ fn a_partition_heals_and_both_sides_converge() {
     in_ns(&["ip", "link", "set", &ns_if, "up"]);
     in_ns(&["ip", "link", "set", "lo", "up"]);
 
+    // Nodes 0 and 1 on the host side of the veth, 2, 3 and 4 in the namespace (their HTTP API
+    // too, so that this process can reach it while the link is up).
     let tmp = tempfile::tempdir().unwrap();
-    let mut a = Node::init(&tmp.path().join("a"), "a.example", &["--domain", "a.example"]);
-    let mut b = Node::init(&tmp.path().join("b"), "b.example", &["--domain", "b.example"]);
-    // a listens for peers on the host side of the veth; b, in the namespace, on its side
-    // (HTTP too, so this process can reach it).
-    for (node, ip, http) in [(&a, &host_ip, false), (&b, &ns_ip, true)] {
+    let names: Vec<String> = (0..5).map(|i| format!("p{i}.example")).collect();
+    let mut nodes: Vec<Node> =
+        names.iter().map(|n| Node::init(&tmp.path().join(n), n, &["--domain", n])).collect();
+    let in_namespace = |i: usize| i >= 2;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let ip = if in_namespace(i) { &ns_ip } else { &host_ip };
         for f in ["ringlog.toml", "member.json"] {
             let p = node.dir.join(f);
             let mut text = std::fs::read_to_string(&p).unwrap();
             text = text.replace("/ip4/127.0.0.1/", &format!("/ip4/{ip}/"));
-            if http && f == "ringlog.toml" {
+            if in_namespace(i) && f == "ringlog.toml" {
                 text = text.replace("127.0.0.1:", &format!("{ip}:"));
             }
             text = text
@@ -102,78 +107,93 @@ fn a_partition_heals_and_both_sides_converge() {
                 .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
             std::fs::write(&p, text).unwrap();
         }
+        if in_namespace(i) {
+            node.http = node.http.replace("127.0.0.1", &ns_ip);
+        }
     }
-    b.http = b.http.replace("127.0.0.1", &ns_ip);
     let genesis = tmp.path().join("genesis.json");
-    run_ok(&[
-        "genesis",
-        "--ring",
-        "partition-ring",
-        "--out",
-        genesis.to_str().unwrap(),
-        "--member",
-        a.dir.to_str().unwrap(),
-        "--member",
-        b.dir.to_str().unwrap(),
-    ]);
-    a.start();
-    let log = std::fs::File::create(b.dir.join("node.log")).unwrap();
-    let b_proc = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &guard.ns])
-            .arg(bin())
-            .args(["node", "run", "--config", b.config().to_str().unwrap()])
-            .env("RINGLOG_LOG", "info,libp2p=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while b.try_get("/healthz").is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "b did not start:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(100));
+    let mut args = vec!["genesis", "--ring", "partition-ring", "--out", genesis.to_str().unwrap()];
+    let dirs: Vec<String> = nodes.iter().map(|n| n.dir.to_str().unwrap().to_string()).collect();
+    for d in &dirs {
+        args.extend(["--member", d.as_str()]);
+    }
+    run_ok(&args);
+    let wrapper = ["ip", "netns", "exec", guard.ns.as_str()];
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.start_in(if in_namespace(i) { &wrapper } else { &[] });
     }
 
-    let converged = |want: &BTreeMap<&str, u64>, timeout: Duration| {
+    let converged = |nodes: &[Node], want: &BTreeMap<String, u64>, timeout: Duration| {
         let t0 = Instant::now();
         loop {
-            let ok = want.iter().all(|(m, n)| size_of(&a, m) == *n && size_of(&b, m) == *n)
-                && want.keys().all(|m| a.heads().get(*m) == b.heads().get(*m));
+            let heads: Vec<_> = nodes.iter().map(|n| n.heads()).collect();
+            let ok = want.iter().all(|(m, size)| {
+                heads.iter().all(|h| h.get(m).map(|x| x.0) == Some(*size))
+                    && heads.iter().all(|h| h.get(m) == heads[0].get(m))
+            });
             if ok {
                 return t0.elapsed();
             }
-            assert!(
-                t0.elapsed() < timeout,
-                "no convergence on {want:?}: a {:?} b {:?}\nb log:\n{}",
-                a.heads(),
-                b.heads(),
-                b.log()
-            );
+            assert!(t0.elapsed() < timeout, "no convergence on {want:?}: {heads:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    append(&a, 1, 100);
-    append(&b, 1 << 40, 100);
-    converged(&[("a.example", 100), ("b.example", 100)].into(), Duration::from_secs(30));
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        append(node, (i as u64) << 40, 100);
+        want.insert(node.name.clone(), 100);
+    }
+    converged(&nodes, &want, Duration::from_secs(30));
 
-    // Partition: both sides go on writing.
+    // Partition 2|3: every node goes on writing (appends go over each node's Unix socket).
     must(&["ip", "link", "set", &guard.host_if, "down"]);
-    for i in 0..5 {
-        append(&a, 1000 + i * 100, 100);
-        append(&b, (1 << 40) + 1000 + i * 100, 100);
+    for round in 0..5u64 {
+        for (i, node) in nodes.iter().enumerate() {
+            append(node, ((i as u64) << 40) + 1000 + round * 100, 100);
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(size_of(&a, "b.example"), 100, "the partition let b's entries through");
-    // (b's HTTP API is reachable only over the veth; its appends go over its Unix socket.)
+    // Each side replicated within itself and nothing crossed the cut (only the host side's
+    // API is reachable now).
+    for host_side in &nodes[..2] {
+        for (i, m) in names.iter().enumerate() {
+            let expect = if in_namespace(i) { 100 } else { 600 };
+            assert_eq!(
+                size_of(host_side, m),
+                expect,
+                "{} holds {m} across the cut",
+                host_side.name
+            );
+        }
+    }
 
-    // Heal.
+    // Heal: all five converge on all five logs.
     must(&["ip", "link", "set", &guard.host_if, "up"]);
-    let t = converged(&[("a.example", 600), ("b.example", 600)].into(), Duration::from_secs(90));
-    eprintln!("partition healed: both sides converged {t:?} after the link came back");
-
-    drop(b_proc);
-    a.kill();
+    for v in want.values_mut() {
+        *v = 600;
+    }
+    let t = converged(&nodes, &want, Duration::from_secs(90));
+    eprintln!("partition healed: all five converged {t:?} after the link came back");
+    for node in &nodes {
+        assert_eq!(metric(node, "ringlog_conflicts_total").unwrap_or(0), 0, "{}", node.name);
+        assert_eq!(metric(node, "ringlog_rejected_total").unwrap_or(0), 0, "{}", node.name);
+        let accused = node.get("/v1/equivocations");
+        assert!(
+            accused.as_array().is_some_and(Vec::is_empty),
+            "{} accuses someone: {accused}",
+            node.name
+        );
+    }
+    // The audit of every store: clean, every entry of every log, no equivocation proof.
+    for node in &mut nodes {
+        node.stop();
+    }
+    for node in &nodes {
+        let v = audit_clean(node);
+        let logs = v["logs"].as_array().unwrap();
+        assert_eq!(logs.len(), 5, "{}: {v}", node.name);
+        assert!(logs.iter().all(|l| l["entries"] == 600), "{}: {v}", node.name);
+    }
     drop(guard);
 }

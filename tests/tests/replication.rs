@@ -1,13 +1,14 @@
 //! Replication between real node processes on loopback: five nodes converge on every log
 //! under load, a SIGKILLed node and a late empty node catch up, an outsider (another genesis)
 //! is refused, and forged gossip injected through the real network layer is rejected with the
-//! sender penalised.
+//! sender penalised. The five-node run ends with an audit of every store (clean, nobody
+//! accused).
 //!
 //! `RINGLOG_E2E_BIG=1` makes the late node catch up on 100,000 entries instead of 20,000, and
 //! `RINGLOG_E2E_BIG=N` on N entries.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use ringlog_e2e::{hop, metric, run_ok, tune, Node, Ring};
+use ringlog_e2e::{audit_clean, hop, metric, run_ok, tune, Node, Ring};
 use ringlog_protocol::record::{Body, Entry, MemberUpdate};
 use ringlog_protocol::replication::Gossip;
 use ringlog_protocol::SecretKey;
@@ -116,6 +117,17 @@ fn five_nodes_converge_and_a_killed_node_catches_up() {
         assert_eq!(metric(n, "ringlog_rejected_total").unwrap_or(0), 0, "{}", n.name);
     }
     assert!(metric(&ring.nodes[0], "ringlog_replicated_entries_total").unwrap_or(0) > 0);
+    // Audited at the end: every store clean, every log complete, nobody accused.
+    for n in &mut ring.nodes {
+        n.stop();
+    }
+    for n in &ring.nodes {
+        let v = audit_clean(n);
+        for (m, size) in &sizes {
+            let l = v["logs"].as_array().unwrap().iter().find(|l| l["member"] == m.as_str());
+            assert_eq!(l.map(|l| l["entries"].clone()), Some((*size).into()), "{}: {v}", n.name);
+        }
+    }
 }
 
 #[test]
