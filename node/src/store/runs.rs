@@ -46,6 +46,8 @@ pub(super) struct Index {
     dir: PathBuf,
     runs: Vec<Arc<Run>>,
     table: BTreeSet<(u64, u64)>,
+    /// The table being written out as a run: still searched until the run replaces it.
+    frozen: Option<Arc<BTreeSet<(u64, u64)>>>,
     /// Size of the table that makes a run.
     table_records: usize,
     next_seq: u64,
@@ -197,6 +199,7 @@ impl Index {
             dir: dir.to_path_buf(),
             runs,
             table: BTreeSet::new(),
+            frozen: None,
             table_records: table_records.max(1),
             next_seq,
         })
@@ -219,8 +222,12 @@ impl Index {
 
     /// Positions under `key` (unsorted, possibly repeated), at most `limit`.
     pub(super) fn lookup(&self, key: u64, limit: usize) -> Result<Vec<u64>, Error> {
+        let range = (key, 0)..=(key, u64::MAX);
         let mut out: Vec<u64> =
-            self.table.range((key, 0)..=(key, u64::MAX)).map(|(_, p)| *p).take(limit).collect();
+            self.table.range(range.clone()).map(|(_, p)| *p).take(limit).collect();
+        if let Some(f) = &self.frozen {
+            out.extend(f.range(range).map(|(_, p)| *p).take(limit.saturating_sub(out.len())));
+        }
         for run in &self.runs {
             if out.len() >= limit {
                 break;
@@ -230,16 +237,30 @@ impl Index {
         Ok(out)
     }
 
-    /// Writes the table as a new run (durably); the caller then persists [`Index::list`].
-    pub(super) fn write_table(&mut self) -> Result<(), Error> {
-        if !self.table.is_empty() {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let count = write_run(&self.dir, seq, self.table.iter().copied())?;
-            self.runs.push(Arc::new(Run::open(&self.dir, seq, count)?));
-            self.table.clear();
+    /// Takes the table out to be written as run `seq` (see [`Frozen::write`]); it stays
+    /// searchable until [`Index::install_table`] (or [`Index::thaw`] after a failure).
+    pub(super) fn freeze(&mut self) -> Option<Frozen> {
+        if self.table.is_empty() || self.frozen.is_some() {
+            return None;
         }
-        Ok(())
+        let table = Arc::new(std::mem::take(&mut self.table));
+        self.frozen = Some(table.clone());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(Frozen { dir: self.dir.clone(), table, seq })
+    }
+
+    /// Replaces the frozen table with the run it was written as.
+    pub(super) fn install_table(&mut self, run: Run) {
+        self.runs.push(Arc::new(run));
+        self.frozen = None;
+    }
+
+    /// Puts a frozen table whose run could not be written back into the table.
+    pub(super) fn thaw(&mut self) {
+        if let Some(f) = self.frozen.take() {
+            self.table.extend(f.iter().copied());
+        }
     }
 
     /// The next merge due, if a size tier holds [`MERGE_FAN_IN`] runs: the runs and the
@@ -262,15 +283,14 @@ impl Index {
         Some(Merge { dir: self.dir.clone(), group, seq })
     }
 
-    /// Replaces the merged runs with their merge (`count` records in run `seq`). Returns the
+    /// Replaces the merged runs with their merge (run `merge.seq`). Returns the
     /// run files that are no longer live: delete them (with [`Index::remove`]) once the new
     /// list is durable.
-    pub(super) fn install(&mut self, merge: &Merge, count: u64) -> Result<Vec<u64>, Error> {
-        let merged = Arc::new(Run::open(&self.dir, merge.seq, count)?);
+    pub(super) fn install(&mut self, merge: &Merge, merged: Run) -> Vec<u64> {
         let dead: Vec<u64> = merge.group.iter().map(|r| r.seq).collect();
         self.runs.retain(|r| !dead.contains(&r.seq));
-        self.runs.push(merged);
-        Ok(dead)
+        self.runs.push(Arc::new(merged));
+        dead
     }
 
     /// Deletes dead run files.
@@ -289,8 +309,9 @@ pub(super) struct Merge {
 }
 
 impl Merge {
-    /// Merges the runs into a new durable run file; returns its record count.
-    pub(super) fn run(&self) -> Result<u64, Error> {
+    /// Merges the runs into a new durable run file, opened (fence keys read) and ready to
+    /// install.
+    pub(super) fn run(&self) -> Result<Run, Error> {
         let mut readers = Vec::new();
         for r in &self.group {
             let f = r.file.try_clone().map_err(|e| io_err("reading index run", e))?;
@@ -322,7 +343,22 @@ impl Merge {
         let count = write_run(&self.dir, self.seq, iter)?;
         match err {
             Some(e) => Err(e),
-            None => Ok(count),
+            None => Run::open(&self.dir, self.seq, count),
         }
+    }
+}
+
+/// The in-memory table taken out of the index to be written as a run without a lock.
+pub(super) struct Frozen {
+    dir: PathBuf,
+    table: Arc<BTreeSet<(u64, u64)>>,
+    seq: u64,
+}
+
+impl Frozen {
+    /// Writes the table as a durable run file, opened and ready to install.
+    pub(super) fn write(&self) -> Result<Run, Error> {
+        let count = write_run(&self.dir, self.seq, self.table.iter().copied())?;
+        Run::open(&self.dir, self.seq, count)
     }
 }

@@ -47,7 +47,20 @@ pub(super) struct LogFiles {
     seg_len: AtomicU64,
 }
 
+/// Opens (creating if needed) a file for reading and writing. A file that had to be created is
+/// made durable in its directory before this returns, so a synced write to it survives a crash.
 fn open_rw(path: &Path) -> Result<File, Error> {
+    let existed = path.exists();
+    let f = open_rw_plain(path)?;
+    if !existed {
+        if let Some(dir) = path.parent() {
+            super::runs::sync_dir(dir)?;
+        }
+    }
+    Ok(f)
+}
+
+fn open_rw_plain(path: &Path) -> Result<File, Error> {
     OpenOptions::new()
         .read(true)
         .write(true)

@@ -44,6 +44,9 @@ const FORMAT_VERSION: u32 = 2;
 const SEARCH_SCAN_LIMIT: usize = 4 * SEARCH_LIMIT;
 /// sled's page cache: the database holds only small values.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most entries committed before the derived files are synced and `X` recorded, so that an
+/// open re-reads at most this many entries.
+const MAX_UNSYNCED: u64 = 65_536;
 /// Index positions keep the log number in 16 bits and the entry index in 48.
 const MAX_LOGS: u32 = 1 << 16;
 const INDEX_BITS: u32 = 48;
@@ -57,8 +60,12 @@ pub struct SledStore {
     /// Serialises writers; holds each log's frontier as of its committed size.
     writer: Mutex<HashMap<u32, Frontier>>,
     index: Arc<RwLock<Index>>,
-    /// The thread merging index runs, if one was started; merges never hold up an append.
-    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread merging index runs; merges never hold up an append.
+    merges: Arc<Merges>,
+    /// Entries committed since the derived files were last synced and `X` recorded: bounds
+    /// what an open must re-read, whatever the entries are (governance entries add no index
+    /// records, so the index table alone would never trigger the sync).
+    unsynced: std::sync::atomic::AtomicU64,
     /// Set when a write failed half-way; cleared only by reopening.
     failed: AtomicBool,
 }
@@ -189,7 +196,11 @@ impl SledStore {
             }
         }
         for d in ["logs", "index"] {
-            std::fs::create_dir_all(path.join(d)).map_err(|e| io_err("creating a directory", e))?;
+            let sub = path.join(d);
+            if !sub.is_dir() {
+                std::fs::create_dir_all(&sub).map_err(|e| io_err("creating a directory", e))?;
+                super::runs::sync_dir(path)?;
+            }
         }
         let list = match db.get(b"R").map_err(db_err)? {
             None => Vec::new(),
@@ -202,7 +213,8 @@ impl SledStore {
             table: RwLock::new(Table::default()),
             writer: Mutex::new(HashMap::new()),
             index: Arc::new(RwLock::new(index)),
-            merger: Mutex::new(None),
+            merges: Arc::new(Merges::default()),
+            unsynced: std::sync::atomic::AtomicU64::new(0),
             failed: AtomicBool::new(false),
         };
         store.load()?;
@@ -331,61 +343,120 @@ impl SledStore {
     /// in sled; then lets the merge thread merge full tiers. Called with the writer lock
     /// held, so every committed entry is indexed.
     fn write_index(&self) -> Result<(), Error> {
+        self.unsynced.store(0, Ordering::Relaxed);
         let files = self.table.read().map_err(poisoned)?.files.clone();
         let mut batch = ::sled::Batch::default();
         for (n, f) in files.iter().enumerate() {
             f.sync_derived()?;
             batch.insert(key_x(n as u32), &f.size().to_be_bytes());
         }
-        {
-            // The list is written under the index lock, so that the merge thread's writes of
-            // it and ours land in the order the list changed.
-            let mut index = self.index.write().map_err(poisoned)?;
-            index.write_table()?;
-            batch.insert(&b"R"[..], encode_runs(&index.list()));
-            self.write(batch)?;
+        // The list of runs changes and is persisted under `merges.list`, so that the merge
+        // thread's writes of it and ours land in the order it changed; the index lock itself
+        // is held only to swap tables and runs, never over I/O.
+        let _list = self.merges.list.lock().map_err(poisoned)?;
+        let frozen = self.index.write().map_err(poisoned)?.freeze();
+        if let Some(frozen) = frozen {
+            match frozen.write() {
+                Ok(run) => self.index.write().map_err(poisoned)?.install_table(run),
+                Err(e) => {
+                    self.index.write().map_err(poisoned)?.thaw();
+                    return Err(e);
+                }
+            }
         }
+        let list = self.index.read().map_err(poisoned)?.list();
+        batch.insert(&b"R"[..], encode_runs(&list));
+        self.write(batch)?;
+        drop(_list);
         self.start_merges();
         Ok(())
     }
 
-    /// Starts the merge thread unless it is running.
+    /// Makes sure the merge thread runs (again) now that the runs changed.
     fn start_merges(&self) {
-        let Ok(mut slot) = self.merger.lock() else { return };
-        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        let m = &self.merges;
+        let Ok(mut state) = m.state.lock() else { return };
+        if state.running {
+            // The thread looks once more before it stops.
+            state.again = true;
             return;
         }
-        if let Some(h) = slot.take() {
-            let _ = h.join();
-        }
-        let (index, db) = (self.index.clone(), self.db.clone());
-        let spawned = std::thread::Builder::new().name("index-merge".into()).spawn(move || {
-            if let Err(e) = merge_all(&index, &db) {
-                tracing::warn!(error = %e, "merging index runs failed; will retry");
+        if let Ok(mut slot) = m.thread.lock() {
+            if let Some(h) = slot.take() {
+                let _ = h.join();
             }
-        });
-        match spawned {
-            Ok(h) => *slot = Some(h),
-            Err(e) => tracing::warn!(error = %e, "cannot start the index merge thread"),
+            let (index, db, merges) = (self.index.clone(), self.db.clone(), m.clone());
+            let spawned = std::thread::Builder::new().name("index-merge".into()).spawn(move || {
+                merges.run(&index, &db);
+            });
+            match spawned {
+                Ok(h) => {
+                    state.running = true;
+                    *slot = Some(h);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start the index merge thread"),
+            }
         }
     }
 }
 
-/// Merges index runs until no size tier is full. Each merge reads and writes files without a
-/// lock; only swapping the result in (and recording the new list durably) takes the index
-/// lock. The old files are deleted after the new list is durable.
-fn merge_all(index: &RwLock<Index>, db: &::sled::Db) -> Result<(), Error> {
-    loop {
-        let Some(merge) = index.write().map_err(poisoned)?.next_merge() else { return Ok(()) };
-        let count = merge.run()?;
-        let dead = {
-            let mut ix = index.write().map_err(poisoned)?;
-            let dead = ix.install(&merge, count)?;
-            db.insert(b"R", encode_runs(&ix.list())).map_err(db_err)?;
-            db.flush().map_err(db_err)?;
-            dead
-        };
-        index.read().map_err(poisoned)?.remove(&dead);
+/// The merge thread's state, shared with the store.
+#[derive(Default)]
+struct Merges {
+    /// Whether the thread runs, and whether it must look again before it stops.
+    state: Mutex<MergeState>,
+    /// Held while the list of runs changes and is persisted.
+    list: Mutex<()>,
+    /// Set when the store closes: the thread stops after the merge in hand.
+    stop: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct MergeState {
+    running: bool,
+    again: bool,
+}
+
+impl Merges {
+    /// The merge thread: merges until no tier is full and nobody asked again, or the store
+    /// closes. A failed merge is logged and tried again at the next change of the runs.
+    fn run(&self, index: &RwLock<Index>, db: &::sled::Db) {
+        loop {
+            if let Err(e) = self.merge_all(index, db) {
+                tracing::warn!(error = %e, "merging index runs failed; will retry");
+            }
+            let Ok(mut state) = self.state.lock() else { return };
+            if state.again && !self.stop.load(Ordering::SeqCst) {
+                state.again = false;
+                continue;
+            }
+            state.running = false;
+            return;
+        }
+    }
+
+    /// Merges index runs until no size tier is full. Each merge reads and writes files
+    /// without a lock; only the swap takes the index lock. The old files are deleted after the
+    /// new list is durable.
+    fn merge_all(&self, index: &RwLock<Index>, db: &::sled::Db) -> Result<(), Error> {
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(merge) = index.write().map_err(poisoned)?.next_merge() else { return Ok(()) };
+            let run = merge.run()?;
+            let dead = {
+                let _list = self.list.lock().map_err(poisoned)?;
+                let (dead, list) = {
+                    let mut ix = index.write().map_err(poisoned)?;
+                    let dead = ix.install(&merge, run);
+                    (dead, ix.list())
+                };
+                db.insert(b"R", encode_runs(&list)).map_err(db_err)?;
+                db.flush().map_err(db_err)?;
+                dead
+            };
+            index.read().map_err(poisoned)?.remove(&dead);
+        }
+        Ok(())
     }
 }
 
@@ -399,9 +470,11 @@ fn encode_runs(list: &[(u64, u64)]) -> Vec<u8> {
 }
 
 impl Drop for SledStore {
-    /// Waits for a merge in progress, so that the database is closed when the store is.
+    /// Stops the merge thread after the merge in hand, so that the database is closed when
+    /// the store is.
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.merger.lock() {
+        self.merges.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = self.merges.thread.lock() {
             if let Some(h) = slot.take() {
                 let _ = h.join();
             }
@@ -469,7 +542,9 @@ impl Store for SledStore {
             }
             index.table_full()
         };
-        if full {
+        let unsynced =
+            self.unsynced.fetch_add(entries.len() as u64, Ordering::Relaxed) + entries.len() as u64;
+        if full || unsynced >= MAX_UNSYNCED {
             // The append is durable already; a failure here only delays the index run.
             if let Err(e) = self.write_index() {
                 tracing::warn!(error = %e, "writing an index run failed; will retry");
@@ -609,9 +684,11 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), Error> {
-        for f in self.table.read().map_err(poisoned)?.files.iter() {
-            f.sync_derived()?;
-        }
+        // With the writer lock, so that the index run and `X` cover every committed entry:
+        // the next open then re-reads nothing.
+        let _writer = self.writer.lock().map_err(poisoned)?;
+        self.check_failed()?;
+        self.write_index()?;
         self.db.flush().map(|_| ()).map_err(db_err)
     }
 }
