@@ -4,7 +4,7 @@
 //! an address where no node answers.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use ringlog_e2e::{hop, run, Ring};
+use ringlog_e2e::{hop, run, tune, Ring};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -63,15 +63,7 @@ fn sig_byte(note: &str, line: usize) -> usize {
 #[test]
 fn audit_names_exactly_the_flipped_object() {
     let mut ring = Ring::new(3);
-    for n in &ring.nodes {
-        let p = n.config();
-        let t = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(
-            &p,
-            t.replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300"),
-        )
-        .unwrap();
-    }
+    ring.nodes.iter().for_each(tune);
     ring.start_all();
     std::thread::sleep(Duration::from_secs(2));
     let reqs: Vec<Value> = (0..20).map(|i| hop(i, "customer:alice", "local:x.example")).collect();
@@ -119,15 +111,7 @@ fn audit_names_exactly_the_flipped_object() {
 #[test]
 fn audit_of_a_running_node_over_its_api() {
     let mut ring = Ring::new(3);
-    for n in &ring.nodes {
-        let p = n.config();
-        let t = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(
-            &p,
-            t.replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300"),
-        )
-        .unwrap();
-    }
+    ring.nodes.iter().for_each(tune);
     ring.start_all();
     std::thread::sleep(Duration::from_secs(2));
     // More entries than one API range, so the audit has to page through them.
