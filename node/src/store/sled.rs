@@ -66,6 +66,8 @@ pub struct SledStore {
     /// what an open must re-read, whatever the entries are (governance entries add no index
     /// records, so the index table alone would never trigger the sync).
     unsynced: std::sync::atomic::AtomicU64,
+    /// Entries re-read from the entries files when the store was opened.
+    reread_at_open: std::sync::atomic::AtomicU64,
     /// Set when a write failed half-way; cleared only by reopening.
     failed: AtomicBool,
 }
@@ -215,6 +217,7 @@ impl SledStore {
             index: Arc::new(RwLock::new(index)),
             merges: Arc::new(Merges::default()),
             unsynced: std::sync::atomic::AtomicU64::new(0),
+            reread_at_open: std::sync::atomic::AtomicU64::new(0),
             failed: AtomicBool::new(false),
         };
         store.load()?;
@@ -259,6 +262,7 @@ impl SledStore {
                     )));
                 }
             }
+            self.reread_at_open.fetch_add(reread.len() as u64, Ordering::Relaxed);
             for (i, bytes) in reread {
                 // An entry that does not decode is left to `ringlog node check` to name.
                 match SignedEntry::decode(&bytes) {
@@ -467,6 +471,14 @@ fn encode_runs(list: &[(u64, u64)]) -> Vec<u8> {
         v.extend_from_slice(&count.to_be_bytes());
     }
     v
+}
+
+impl SledStore {
+    /// How many entries the last open re-read to rebuild offsets, nodes and index (at most
+    /// about 65,536 per log since the last sync of the derived files; none after a flush).
+    pub fn reread_at_open(&self) -> u64 {
+        self.reread_at_open.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for SledStore {
