@@ -64,10 +64,9 @@ fn hex_hash(what: &str, s: &str) -> anyhow::Result<Hash> {
     Hash::from_hex(s).with_context(|| format!("{what} must be 64 hex digits"))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch.
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch (as trace notes write it).
 pub fn rfc3339(ms: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(ms / 1000);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", ms % 1000)
+    ringlog_protocol::trace::utc_ms(ms)
 }
 
 /// RFC 5322 date from seconds since the epoch (always UTC).

@@ -187,10 +187,17 @@ impl Writer {
 /// A checkpoint being checked and signed off the write path: its size and the blocking task.
 type CheckpointJob = (u64, tokio::task::JoinHandle<Result<SignedCheckpoint, AppendError>>);
 
+/// The result of a checkpoint task (a task that panicked is a store error).
+async fn joined(
+    h: &mut tokio::task::JoinHandle<Result<SignedCheckpoint, AppendError>>,
+) -> Result<SignedCheckpoint, AppendError> {
+    h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string())))
+}
+
 /// The result of the checkpoint in flight (pending forever when there is none).
 async fn job_done(job: &mut Option<CheckpointJob>) -> Result<SignedCheckpoint, AppendError> {
     match job {
-        Some((_, h)) => h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string()))),
+        Some((_, h)) => joined(h).await,
         None => std::future::pending().await,
     }
 }
@@ -330,8 +337,8 @@ impl State {
 
     /// Waits for the checkpoint in flight, if any, and takes in its result.
     async fn settle(&mut self, job: &mut Option<CheckpointJob>) {
-        if let Some((size, h)) = job.take() {
-            let r = h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        if let Some((size, mut h)) = job.take() {
+            let r = joined(&mut h).await;
             let _ = self.finish_checkpoint(size, r);
         }
     }
@@ -341,8 +348,8 @@ impl State {
         if let Some(f) = &self.faulted {
             return Err(AppendError::Faulted(f.clone()));
         }
-        let Some((size, h)) = self.begin_checkpoint() else { return Ok(None) };
-        let r = h.await.unwrap_or_else(|e| Err(AppendError::Store(e.to_string())));
+        let Some((size, mut h)) = self.begin_checkpoint() else { return Ok(None) };
+        let r = joined(&mut h).await;
         self.finish_checkpoint(size, r).map(Some)
     }
 

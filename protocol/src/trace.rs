@@ -536,8 +536,9 @@ pub fn gather<E>(
     Ok((MatchKind::Mfp1, out))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a writer's time in milliseconds since the epoch.
-fn utc_ms(ms: u64) -> String {
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for a writer's time in milliseconds since the epoch: the
+/// one way records' times are written for people.
+pub fn utc_ms(ms: u64) -> String {
     let u = mail_parser::DateTime::from_timestamp(i64::try_from(ms / 1000).unwrap_or(i64::MAX));
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",

@@ -357,7 +357,7 @@ impl SledStore {
         // The list of runs changes and is persisted under `merges.list`, so that the merge
         // thread's writes of it and ours land in the order it changed; the index lock itself
         // is held only to swap tables and runs, never over I/O.
-        let _list = self.merges.list.lock().map_err(poisoned)?;
+        let list_guard = self.merges.list.lock().map_err(poisoned)?;
         let frozen = self.index.write().map_err(poisoned)?.freeze();
         if let Some(frozen) = frozen {
             match frozen.write() {
@@ -371,7 +371,7 @@ impl SledStore {
         let list = self.index.read().map_err(poisoned)?.list();
         batch.insert(&b"R"[..], encode_runs(&list));
         self.write(batch)?;
-        drop(_list);
+        drop(list_guard);
         self.start_merges();
         Ok(())
     }
