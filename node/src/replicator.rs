@@ -37,6 +37,17 @@ use tokio::task::JoinHandle;
 const CORE_QUEUE: usize = 1024;
 /// Most inputs handled in one burst before the deferred appends are written.
 const CORE_BURST: usize = 64;
+/// How long the publisher waits for more of the own log's commits before it gossips the
+/// entries it has (one message for all of them).
+const PUBLISH_LINGER: Duration = Duration::from_millis(10);
+/// Entries gathered that end the wait at once.
+const PUBLISH_LINGER_MAX: usize = 4096;
+/// How long verified entries from peers may wait for more before they are written (one sync
+/// for all of them). Replicated entries are acknowledged to nobody; this only delays when a
+/// peer's entry becomes visible here.
+const REPLICA_LINGER: Duration = Duration::from_millis(5);
+/// Entries waiting that end the wait at once.
+const CORE_LINGER_MAX: usize = 1024;
 /// Requests from peers served at once.
 pub const MAX_SERVING: usize = 4;
 /// Conflicts kept in the store's meta area (the first ones; later ones are only logged).
@@ -316,22 +327,55 @@ async fn publish(shared: Arc<Shared>, net: NetHandle, entries_topic: String, cp_
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         };
-        match ev {
-            LogEvent::Appended(first, entries) => {
-                for g in Gossip::chunks(log, first, &entries) {
-                    match net.publish(&entries_topic, g.encode()).await {
-                        Ok(()) => published += 1,
-                        Err(net::NetError::NoPeers) => {}
-                        Err(e) => tracing::debug!(error = %e, "entries not published"),
+        let mut next = Some(ev);
+        while let Some(ev) = next.take() {
+            match ev {
+                LogEvent::Appended(first, entries) => {
+                    // Entries committed one by one (a message each from the milter) go out
+                    // together: wait a little for the next commits, so that peers receive,
+                    // check and store several entries per gossip message.
+                    let mut all: Vec<Vec<u8>> = entries.to_vec();
+                    let until = tokio::time::Instant::now() + PUBLISH_LINGER;
+                    while all.len() < PUBLISH_LINGER_MAX {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Ok(LogEvent::Appended(f, more)))
+                                if f == first + all.len() as u64 =>
+                            {
+                                all.extend(more.iter().cloned());
+                            }
+                            // Not contiguous (the publisher lagged) or a checkpoint: send what
+                            // is gathered, then handle it.
+                            Ok(Ok(other)) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                                tracing::debug!(
+                                    missed = n,
+                                    "publisher lagged; peers will pull the rest"
+                                );
+                                break;
+                            }
+                            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
+                                break
+                            }
+                        }
+                    }
+                    for g in Gossip::chunks(log, first, &all) {
+                        match net.publish(&entries_topic, g.encode()).await {
+                            Ok(()) => published += 1,
+                            Err(net::NetError::NoPeers) => {}
+                            Err(e) => tracing::debug!(error = %e, "entries not published"),
+                        }
                     }
                 }
-            }
-            LogEvent::Checkpoint(cp) => {
-                let g = Gossip::Checkpoint { log, note: cp.to_text() };
-                match net.publish(&cp_topic, g.encode()).await {
-                    Ok(()) => published += 1,
-                    Err(net::NetError::NoPeers) => {}
-                    Err(e) => tracing::debug!(error = %e, "checkpoint not published"),
+                LogEvent::Checkpoint(cp) => {
+                    let g = Gossip::Checkpoint { log, note: cp.to_text() };
+                    match net.publish(&cp_topic, g.encode()).await {
+                        Ok(()) => published += 1,
+                        Err(net::NetError::NoPeers) => {}
+                        Err(e) => tracing::debug!(error = %e, "checkpoint not published"),
+                    }
                 }
             }
         }
@@ -375,6 +419,21 @@ impl Core {
             }
             for input in burst {
                 self.input(input);
+            }
+            // Group commit: entries arrive one gossip message at a time; wait a little for
+            // more before the durable write, so that one sync covers several of them. Anything
+            // that reads the store writes the deferred entries first.
+            let until = Instant::now() + REPLICA_LINGER;
+            while self.deferred.iter().map(|(_, e)| e.len()).sum::<usize>() < CORE_LINGER_MAX {
+                let left = until.saturating_duration_since(Instant::now());
+                if self.deferred.is_empty() || left.is_zero() {
+                    break;
+                }
+                // The timer is made inside the runtime (this thread is not one of its own).
+                match self.rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(Some(input)) => self.input(input),
+                    Ok(None) | Err(_) => break,
+                }
             }
             self.flush();
             if self.last_metrics.elapsed() >= Duration::from_millis(200) {

@@ -109,6 +109,18 @@ impl Node {
         Node { name: name.to_string(), dir: dir.to_path_buf(), http, p2p_port, child: None }
     }
 
+    /// CPU time (user + system) the running node process has used, in clock ticks (1/100 s
+    /// on Linux), from /proc; 0 when it is not running.
+    pub fn cpu_ticks(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(Child::id) else { return 0 };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) are space-separated; utime
+        // and stime are the 14th and 15th fields of the line.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+    }
+
     /// The config file.
     pub fn config(&self) -> PathBuf {
         self.dir.join("ringlog.toml")

@@ -325,6 +325,22 @@ fn dot_stuff(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// (busy, total) CPU time of the whole machine in clock ticks, from /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// A log line without terminal colour codes.
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -712,6 +728,8 @@ fn postfix_ring() {
 
     // --- throughput and latency through A, with and without the milter (same run) ---
     let perf = |port: u16, n: usize, threads: usize| -> (f64, Duration) {
+        let cpu0 = cpu_jiffies();
+        let nodes0 = [a.cpu_ticks(), b.cpu_ticks(), c.cpu_ticks()];
         let start = Instant::now();
         let lat: Vec<Duration> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..threads)
@@ -734,6 +752,11 @@ fn postfix_ring() {
         });
         let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
         let mean = lat.iter().sum::<Duration>() / lat.len().max(1) as u32;
+        let cpu1 = cpu_jiffies();
+        let (busy, total) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+        let nodes1 = [a.cpu_ticks(), b.cpu_ticks(), c.cpu_ticks()];
+        let per = |i: usize| (nodes1[i] - nodes0[i]) as f64 * 10.0 / lat.len() as f64;
+        eprintln!("  port {port} x{threads}: {rate:.0}/s, cpu busy {:.0}%, {:.2} cpu-ms/msg, nodes A {:.2} B {:.2} C {:.2}", busy as f64 / total.max(1) as f64 * 100.0, busy as f64 * 10.0 / lat.len() as f64, per(0), per(1), per(2));
         (rate, mean)
     };
     let _ = perf(PLAIN_PORT, 20, 2); // warm up both paths

@@ -2,9 +2,12 @@
 //!
 //! # What it does
 //! - TCP + Noise + Yamux, identify, ping.
-//! - Gossipsub with signed messages (`ValidationMode::Strict`), content-addressed message ids
-//!   (SHA-256 of the data) and manual validation: every [`NetEvent::Gossip`] must be answered with
-//!   [`NetHandle::validation`]; nothing is forwarded before an `Accept`.
+//! - Gossipsub with the author's peer id in each message but no libp2p signature
+//!   (`MessageAuthenticity::Author`, `ValidationMode::Permissive`): the payloads are signed
+//!   entries and checkpoints, checked by the caller, and only members get a connection at all.
+//!   Content-addressed message ids (SHA-256 of the data) and manual validation: every
+//!   [`NetEvent::Gossip`] must be answered with [`NetHandle::validation`]; nothing is forwarded
+//!   before an `Accept`.
 //! - Request-response over a length-prefixed bytes codec (`/ringlog/req/1`) capped at
 //!   [`NetConfig::max_message_bytes`] in both directions, with a request timeout.
 //! - An allow-list enforced at the connection by libp2p's `allow_block_list`: only the peers given

@@ -9,9 +9,11 @@
 //! | `n.l<level>`    | Merkle nodes of one level (1 and up), 32 bytes each, node `i` at `32 i` |
 //!
 //! Leaf hashes are not stored: they are recomputed from the entry. The entries file is synced
-//! before an append commits (the commit point is the log size in the sled database); the
-//! offsets and node files are derived from it and synced lazily: on opening, the store rebuilds
-//! them from the entries file past the last size at which they were known to be synced.
+//! before an append commits: that sync is the commit point. The log size kept in the sled
+//! database is a lower bound, recorded lazily; on opening, the store keeps the whole, validly
+//! signed entries past it and cuts the rest. The offsets and node files are derived from the
+//! entries and synced lazily too: on opening, the store rebuilds them from the entries file
+//! past the last size at which they were known to be synced.
 
 use super::Error;
 use ringlog_protocol::merkle::{leaf_hash, Frontier};
@@ -288,7 +290,17 @@ impl LogFiles {
     /// `synced` (the last size at which they were synced): rebuilds them from the entries
     /// file, cuts off anything written past `size` that was never committed, and returns the
     /// frontier with the entries it re-read (for re-indexing). The caller checks each entry.
-    pub(super) fn recover(&self, size: u64, synced: u64) -> Result<(Frontier, Vec<Reread>), Error> {
+    ///
+    /// Complete frames past `size` are kept while `accept(index, bytes)` takes them: the
+    /// recorded size may lag the entries file (see [`super::sled`]), and an entry that decodes
+    /// as the next entry of the log with a valid signature was written and synced by this
+    /// store. The first frame it refuses, and everything after it, is cut.
+    pub(super) fn recover(
+        &self,
+        size: u64,
+        synced: u64,
+        accept: &dyn Fn(u64, &[u8]) -> bool,
+    ) -> Result<(Frontier, Vec<Reread>), Error> {
         let synced = synced.min(size);
         self.open_levels_for(size)?;
         let entries_len =
@@ -332,6 +344,34 @@ impl LogFiles {
                 nodes.clear();
             }
         }
+        // The tail past the recorded size: whole frames that `accept` takes.
+        let mut size = size;
+        loop {
+            let mut len = [0u8; 4];
+            if at + 4 > entries_len || reader.read_exact(&mut len).is_err() {
+                break;
+            }
+            let len = u32::from_le_bytes(len);
+            if len > MAX_FRAME || at + 4 + u64::from(len) > entries_len {
+                break;
+            }
+            let mut e = vec![0u8; len as usize];
+            if reader.read_exact(&mut e).is_err() || !accept(size, &e) {
+                break;
+            }
+            at += 4 + u64::from(len);
+            ends.extend_from_slice(&at.to_le_bytes());
+            let mut out = Vec::new();
+            frontier.push(leaf_hash(&e), &mut out);
+            nodes.extend(out.into_iter().filter(|(l, _, _)| *l > 0));
+            reread.push((size, e));
+            size += 1;
+            if nodes.len() > 65536 {
+                self.write_nodes(&nodes)?;
+                nodes.clear();
+            }
+        }
+        self.open_levels_for(size)?;
         self.offsets.write_all_at(&ends, synced * 8).map_err(|e| io_err("rewriting offsets", e))?;
         self.write_nodes(&nodes)?;
         // Cut what was written but never committed.

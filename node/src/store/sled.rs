@@ -16,16 +16,22 @@
 //! |---------------------|----------------------------------------------------------------|
 //! | `V`                 | format version (u32)                                           |
 //! | `L` log id (32)     | `n`                                                            |
-//! | `S` n               | committed size (u64): an append commits when this is durable   |
+//! | `S` n               | committed size (u64), recorded lazily: at most the real size   |
 //! | `X` n               | size up to which offsets, nodes and index runs are durable     |
 //! | `C` n size(8)       | checkpoint note                                                |
 //! | `R`                 | live index runs: (sequence, record count) pairs of u64         |
 //! | `M` key             | meta value                                                     |
 //!
-//! An append: write the frames to the entries file and sync it, write offsets and nodes, then
-//! write `S` in sled and flush. A crash before the flush leaves bytes past the committed end,
-//! which the next open cuts off. Offsets, nodes and the in-memory part of the index are
-//! rebuilt on open from the entries past `X`.
+//! An append: write the frames to the entries file and sync it (the commit point: one sync per
+//! group commit), write offsets and nodes, then record `S` in sled without waiting for it to
+//! reach the disk (sled writes it within half a second, or with the next flush). `S` is thus a
+//! lower bound of the committed size: on open, the entries past it are re-read and kept while
+//! each is a whole frame holding the log's next entry with a valid signature (only this store
+//! writes frames, and only after checking the signature); the first that is not, a frame cut
+//! short by a crash, and everything after it, is cut off. An entry that fails below `S` is
+//! corruption: the open refuses the store. The first append to a new log records its number
+//! in sled and flushes before it is acknowledged. Offsets, nodes and the in-memory part of the
+//! index are rebuilt on open from the entries past `X`.
 
 use super::runs::Index;
 use super::segment::{io_err, LogFiles, Nodes};
@@ -246,9 +252,17 @@ impl SledStore {
             let files = LogFiles::open(&self.dir.join("logs"), n)?;
             let size = self.get_u64(&key_s(n))?;
             let synced = self.get_u64(&key_x(n))?;
+            let accept =
+                |i: u64, bytes: &[u8]| SignedEntry::decode_verified(bytes, &log, i).is_ok();
             let (frontier, reread) = files
-                .recover(size, synced)
+                .recover(size, synced, &accept)
                 .map_err(|e| Error::Corrupt(format!("log {log}: {e}")))?;
+            let recorded = size;
+            let size = files.size();
+            if size > recorded {
+                // Entries kept past the recorded size: record it (lazily, like an append).
+                self.db.insert(key_s(n), &size.to_be_bytes()).map_err(db_err)?;
+            }
             if size > 0 {
                 let last = files.read(size - 1)?.ok_or_else(|| {
                     Error::Corrupt(format!("log {log} has size {size} but no entries"))
@@ -504,7 +518,7 @@ impl Store for SledStore {
             None => {
                 // A number no commit has used: clear whatever a failed attempt left behind.
                 let f = LogFiles::open(&self.dir.join("logs"), n)?;
-                f.recover(0, 0)?;
+                f.recover(0, 0, &|_, _| false)?;
                 Arc::new(f)
             }
         };
@@ -536,12 +550,19 @@ impl Store for SledStore {
         let seg_len = files.write(size, &encoded, &nodes).inspect_err(|_| {
             self.failed.store(true, Ordering::SeqCst);
         })?;
-        let mut batch = ::sled::Batch::default();
         if new {
+            // The log's number must be durable before anything in its files counts.
+            let mut batch = ::sled::Batch::default();
             batch.insert(key_l(log), &n.to_be_bytes());
+            batch.insert(key_s(n), &new_size.to_be_bytes());
+            self.write(batch)?;
+        } else {
+            // Committed already (the entries file is synced); the recorded size may lag.
+            self.db.insert(key_s(n), &new_size.to_be_bytes()).map_err(|e| {
+                self.failed.store(true, Ordering::SeqCst);
+                db_err(e)
+            })?;
         }
-        batch.insert(key_s(n), &new_size.to_be_bytes());
-        self.write(batch)?;
         files.commit(new_size, seg_len);
         if new {
             self.register(log, n, files)?;
@@ -608,7 +629,7 @@ impl Store for SledStore {
         // Files first, so a registered log always has them.
         let files = if new {
             let f = LogFiles::open(&self.dir.join("logs"), n)?;
-            f.recover(0, 0)?;
+            f.recover(0, 0, &|_, _| false)?;
             Some(Arc::new(f))
         } else {
             None
