@@ -315,56 +315,28 @@ impl LogFiles {
         let mut ends = Vec::new();
         let mut nodes = Vec::new();
         let mut reread = Vec::new();
-        for i in synced..size {
-            let mut len = [0u8; 4];
-            let missing = || {
-                Error::Corrupt(format!(
-                    "log {}: size is {size} but the entries file ends in entry {i}",
-                    self.n
-                ))
+        // Entries below the recorded size must all be there; past it, whole frames that
+        // `accept` takes are kept.
+        let recorded = size;
+        let mut size = synced;
+        loop {
+            let i = size;
+            let e = match next_frame(&mut reader, at, entries_len) {
+                Some(e) if i < recorded || accept(i, &e) => e,
+                _ if i < recorded => {
+                    return Err(Error::Corrupt(format!(
+                        "log {}: size is {recorded} but the entries file ends in entry {i}",
+                        self.n
+                    )))
+                }
+                _ => break,
             };
-            if at + 4 > entries_len {
-                return Err(missing());
-            }
-            reader.read_exact(&mut len).map_err(|_| missing())?;
-            let len = u32::from_le_bytes(len);
-            if len > MAX_FRAME || at + 4 + u64::from(len) > entries_len {
-                return Err(missing());
-            }
-            let mut e = vec![0u8; len as usize];
-            reader.read_exact(&mut e).map_err(|_| missing())?;
-            at += 4 + u64::from(len);
+            at += 4 + e.len() as u64;
             ends.extend_from_slice(&at.to_le_bytes());
             let mut out = Vec::new();
             frontier.push(leaf_hash(&e), &mut out);
             nodes.extend(out.into_iter().filter(|(l, _, _)| *l > 0));
             reread.push((i, e));
-            if nodes.len() > 65536 {
-                self.write_nodes(&nodes)?;
-                nodes.clear();
-            }
-        }
-        // The tail past the recorded size: whole frames that `accept` takes.
-        let mut size = size;
-        loop {
-            let mut len = [0u8; 4];
-            if at + 4 > entries_len || reader.read_exact(&mut len).is_err() {
-                break;
-            }
-            let len = u32::from_le_bytes(len);
-            if len > MAX_FRAME || at + 4 + u64::from(len) > entries_len {
-                break;
-            }
-            let mut e = vec![0u8; len as usize];
-            if reader.read_exact(&mut e).is_err() || !accept(size, &e) {
-                break;
-            }
-            at += 4 + u64::from(len);
-            ends.extend_from_slice(&at.to_le_bytes());
-            let mut out = Vec::new();
-            frontier.push(leaf_hash(&e), &mut out);
-            nodes.extend(out.into_iter().filter(|(l, _, _)| *l > 0));
-            reread.push((size, e));
             size += 1;
             if nodes.len() > 65536 {
                 self.write_nodes(&nodes)?;
@@ -405,6 +377,22 @@ impl LogFiles {
         self.entries.write_all_at(&b, at).map_err(|e| io_err("writing entries", e))?;
         self.entries.sync_data().map_err(|e| io_err("syncing entries", e))
     }
+}
+
+/// The entry of the frame at `at` (the reader's position), if the file holds it whole.
+fn next_frame(reader: &mut impl Read, at: u64, entries_len: u64) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    if at + 4 > entries_len {
+        return None;
+    }
+    reader.read_exact(&mut len).ok()?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME || at + 4 + u64::from(len) > entries_len {
+        return None;
+    }
+    let mut e = vec![0u8; len as usize];
+    reader.read_exact(&mut e).ok()?;
+    Some(e)
 }
 
 /// The entry inside a frame, if the frame's length prefix matches it.
