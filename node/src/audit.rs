@@ -11,7 +11,7 @@ use crate::witness::{self, StoredProof};
 use ringlog_protocol::checkpoint::SignedCheckpoint;
 use ringlog_protocol::genesis::Genesis;
 use ringlog_protocol::keys::ALG_ED25519;
-use ringlog_protocol::record::{Body, SignedEntry};
+use ringlog_protocol::record::SignedEntry;
 use ringlog_protocol::roster::Roster;
 use ringlog_protocol::LogId;
 use serde::Serialize;
@@ -122,7 +122,6 @@ pub fn audit_source(
 ) -> Result<Report, String> {
     let t0 = std::time::Instant::now();
     let all = src.logs()?;
-    let is_governance = |e: &SignedEntry| !matches!(e.entry.body, Body::Hop(_));
     let mut problems = Vec::new();
     let mut checked = Vec::new();
     let mut gov: BTreeMap<LogId, Vec<SignedEntry>> = BTreeMap::new();
@@ -132,7 +131,7 @@ pub fn audit_source(
             log,
             check::Options::default(),
             threads,
-            &is_governance,
+            &crate::governance::is_governance,
             &mut |done, size| progress(log, done, size),
         );
         problems.extend(c.report.problems);

@@ -22,7 +22,8 @@ pub struct LiveRoster {
     current: watch::Sender<Arc<Roster>>,
 }
 
-fn is_governance(e: &SignedEntry) -> bool {
+/// Whether an entry is a governance fact (anything but a hop record).
+pub(crate) fn is_governance(e: &SignedEntry) -> bool {
     !matches!(e.entry.body, Body::Hop(_))
 }
 

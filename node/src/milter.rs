@@ -163,12 +163,15 @@ pub async fn converse<S: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsFd>(
         // The MTA now sends several commands in a row without waiting for an answer. Postfix
         // leaves Nagle's algorithm on, so each of its small packets waits for our ACK of the
         // previous one, and with nothing to answer the kernel delays that ACK (about 40 ms per
-        // message). Quick-ACK mode is not sticky, so it is set again before every read.
-        // Only needed when the next read goes to the socket: a packet already buffered was
-        // acknowledged with the read that brought it.
-        if quickack && io.buffer().is_empty() {
-            quickack = socket2::SockRef::from(io.get_ref()).set_tcp_quickack(true).is_ok();
-        }
+        // message). Quick-ACK mode is not sticky, so it is set again before every read that
+        // must go to the socket (what is buffered was acknowledged with the read that
+        // brought it).
+        let mut arm = |io: &tokio::io::BufReader<S>, want: usize| {
+            if quickack && io.buffer().len() < want {
+                quickack = socket2::SockRef::from(io.get_ref()).set_tcp_quickack(true).is_ok();
+            }
+        };
+        arm(&io, 4);
         let mut len = [0u8; 4];
         match io.read_exact(&mut len).await {
             Ok(_) => {}
@@ -180,6 +183,7 @@ pub async fn converse<S: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsFd>(
         if n > MAX_PACKET {
             return Err(ConnError::TooLarge(n));
         }
+        arm(&io, n);
         let mut packet = BytesMut::zeroed(n);
         io.read_exact(&mut packet).await?;
         let command =

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 /// Capacity of the core thread's input queue.
 const CORE_QUEUE: usize = 1024;
-/// Most inputs handled in one burst before the deferred appends are written.
+/// Most inputs taken in one burst before the wait for more (see [`REPLICA_LINGER`]).
 const CORE_BURST: usize = 64;
 /// How long the publisher waits for more of the own log's commits before it gossips the
 /// entries it has (one message for all of them).
@@ -446,26 +446,31 @@ impl Core {
 
     /// Writes the deferred appends, in order.
     fn flush(&mut self) {
+        let mut failed: Vec<LogId> = Vec::new();
         for (log, entries) in std::mem::take(&mut self.deferred) {
-            self.append(log, entries);
+            // Later runs of a log whose append failed cannot apply: the reload reset it.
+            if !failed.contains(&log) && !self.append(log, entries) {
+                failed.push(log);
+            }
         }
     }
 
-    fn append(&mut self, log: LogId, entries: Vec<ringlog_protocol::record::SignedEntry>) {
+    /// Writes one run of verified entries; false (and the log's state reloaded) if it failed.
+    fn append(&mut self, log: LogId, entries: Vec<ringlog_protocol::record::SignedEntry>) -> bool {
         let store = &*self.shared.store;
         let n = entries.len();
         if let Err(e) = store.append(&log, &entries) {
             tracing::error!(log = %self.shared.name_of(&log), error = %e, entries = n, "replicated append failed; reloading the log state");
-            // Later deferred appends of this log cannot apply either: the reload resets it.
-            self.deferred.retain(|(l, _)| *l != log);
             match load_state(store, &log) {
                 Ok(st) => self.replica.load(&log, st),
                 Err(e) => tracing::error!(error = %e, "cannot reload the log state"),
             }
+            false
         } else {
             // Governance entries in replicated logs change the roster.
             let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode()).collect();
             self.shared.on_appended(&log, &encoded);
+            true
         }
     }
 

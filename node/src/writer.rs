@@ -317,7 +317,7 @@ impl State {
             Err(e) => {
                 tracing::error!(error = %e, "append failed; nothing acknowledged");
                 // The store may or may not hold the batch; re-read the edge before going on.
-                self.resync().await;
+                self.resync();
                 for (_, _, reply) in spans {
                     let _ = reply.send(Err(e.clone()));
                 }
@@ -325,17 +325,14 @@ impl State {
         }
     }
 
-    async fn resync(&mut self) {
-        let store = self.store.clone();
-        let log = self.log;
-        let r = tokio::task::spawn_blocking(move || {
-            let size = store.size(&log).map_err(|e| e.to_string())?;
-            Frontier::from_source(&LogNodes::new(&*store, log), size).map_err(|e| e.to_string())
-        })
-        .await;
+    fn resync(&mut self) {
+        // In place, like a commit: this is the writer's own thread.
+        let r = self.store.size(&self.log).map_err(|e| e.to_string()).and_then(|size| {
+            Frontier::from_source(&LogNodes::new(&*self.store, self.log), size)
+                .map_err(|e| e.to_string())
+        });
         match r {
-            Ok(Ok(f)) => self.frontier = f,
-            Ok(Err(e)) => self.faulted = Some(format!("cannot re-read log edge: {e}")),
+            Ok(f) => self.frontier = f,
             Err(e) => self.faulted = Some(format!("cannot re-read log edge: {e}")),
         }
     }
@@ -359,8 +356,9 @@ impl State {
     }
 
     /// Starts checking and signing a checkpoint over the current size, if the log grew and is
-    /// not faulted: never over a root it cannot back. The check reads only durable entries
-    /// below that size, so appends may go on meanwhile.
+    /// not faulted: never over a root it cannot back. The check reads committed (durable)
+    /// entries only, so appends may go on meanwhile; it may see some committed after it
+    /// started, and the next check reads those again.
     fn begin_checkpoint(&self) -> Option<CheckpointJob> {
         if self.faulted.is_some() {
             return None;

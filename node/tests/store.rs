@@ -9,13 +9,32 @@ use tempfile::TempDir;
 struct Sled {
     dir: TempDir,
     store: Option<SledStore>,
+    /// Index records held in memory before they are written as a run (`None`: the default).
+    table: Option<usize>,
 }
 
 impl Sled {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Some(SledStore::open(dir.path()).unwrap());
-        Self { dir, store }
+        let mut s = Self { dir, store: None, table: None };
+        s.reopen();
+        s
+    }
+
+    /// A store whose index table holds only `table` records, so that index runs are written
+    /// and merged in the background within a few appends.
+    fn with_table(table: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Self { dir, store: None, table: Some(table) };
+        s.reopen();
+        s
+    }
+
+    fn open(&self) -> SledStore {
+        match self.table {
+            None => SledStore::open(self.dir.path()).unwrap(),
+            Some(t) => SledStore::open_with(self.dir.path(), t).unwrap(),
+        }
     }
 }
 
@@ -29,7 +48,7 @@ impl Harness for Sled {
     fn reopen(&mut self) {
         // Close first: sled locks its directory.
         self.store = None;
-        self.store = Some(SledStore::open(self.dir.path()).unwrap());
+        self.store = Some(self.open());
     }
 }
 
@@ -105,6 +124,7 @@ macro_rules! suite {
 }
 
 suite!(sled, Sled::new());
+suite!(sled_small_index_table, Sled::with_table(64));
 suite!(memory, memory());
 
 /// The whole suite in one go, as a new backend would call it.

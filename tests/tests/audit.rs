@@ -60,22 +60,34 @@ fn sig_byte(note: &str, line: usize) -> usize {
         .unwrap()
 }
 
-#[test]
-fn audit_names_exactly_the_flipped_object() {
+/// A ring of three tuned nodes, started and given two seconds to connect.
+fn started_ring() -> Ring {
     let mut ring = Ring::new(3);
     ring.nodes.iter().for_each(tune);
     ring.start_all();
     std::thread::sleep(Duration::from_secs(2));
+    ring
+}
+
+/// Waits until node 0 holds `member`'s checkpoint at `size` with at least two cosignatures
+/// (the note's signature lines start with an em dash); returns that note.
+fn cosigned_at_node0(ring: &Ring, member: &str, size: u64, timeout: Duration) -> String {
+    let path = format!("/v1/logs/{member}/checkpoint");
+    Ring::wait_for(timeout, &format!("a cosigned checkpoint of {member} at size {size}"), || {
+        ring.nodes[0].try_get(&path).is_ok_and(|c| {
+            c["size"] == size && c["note"].as_str().unwrap().matches('\u{2014}').count() >= 2
+        })
+    });
+    ring.nodes[0].get(&path)["note"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn audit_names_exactly_the_flipped_object() {
+    let mut ring = started_ring();
     let reqs: Vec<Value> = (0..20).map(|i| hop(i, "customer:alice", "local:x.example")).collect();
     ring.nodes[1].append(&json!(reqs)).unwrap();
     let m1 = ring.nodes[1].name.clone();
-    let path = format!("/v1/logs/{m1}/checkpoint");
-    Ring::wait_for(Duration::from_secs(20), "a cosigned checkpoint of m1 at m0", || {
-        ring.nodes[0].try_get(&path).is_ok_and(|c| {
-            c["size"] == 20 && c["note"].as_str().unwrap().matches('\u{2014}').count() >= 2
-        })
-    });
-    let note = ring.nodes[0].get(&path)["note"].as_str().unwrap().to_string();
+    let note = cosigned_at_node0(&ring, &m1, 20, Duration::from_secs(20));
     for n in &mut ring.nodes {
         n.stop();
     }
@@ -110,10 +122,7 @@ fn audit_names_exactly_the_flipped_object() {
 
 #[test]
 fn audit_of_a_running_node_over_its_api() {
-    let mut ring = Ring::new(3);
-    ring.nodes.iter().for_each(tune);
-    ring.start_all();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut ring = started_ring();
     // More entries than one API range, so the audit has to page through them.
     let m1 = ring.nodes[1].name.clone();
     for k in 0..3u64 {
@@ -121,12 +130,7 @@ fn audit_of_a_running_node_over_its_api() {
             (0..500).map(|i| hop(k * 500 + i, "customer:alice", "local:x.example")).collect();
         ring.nodes[1].append(&json!(reqs)).unwrap();
     }
-    let path = format!("/v1/logs/{m1}/checkpoint");
-    Ring::wait_for(Duration::from_secs(30), "a cosigned checkpoint of all of m1 at m0", || {
-        ring.nodes[0].try_get(&path).is_ok_and(|c| {
-            c["size"] == 1500 && c["note"].as_str().unwrap().matches('\u{2014}').count() >= 2
-        })
-    });
+    cosigned_at_node0(&ring, &m1, 1500, Duration::from_secs(30));
     let genesis = ring.genesis.to_str().unwrap().to_string();
     let addr = ring.nodes[0].http.clone();
     let (ok, v, err) = audit_node(&addr, &genesis);

@@ -6,7 +6,7 @@
 //! passes.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use ringlog_e2e::{audit_clean, hop, metric, run_ok, Node};
+use ringlog_e2e::{hop, metric, run_ok, stop_and_audit, tune, Node};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -102,11 +102,9 @@ fn a_partition_heals_and_both_sides_converge() {
             if in_namespace(i) && f == "ringlog.toml" {
                 text = text.replace("127.0.0.1:", &format!("{ip}:"));
             }
-            text = text
-                .replace("sync_interval_ms = 2000", "sync_interval_ms = 300")
-                .replace("checkpoint_interval_ms = 1000", "checkpoint_interval_ms = 300");
             std::fs::write(&p, text).unwrap();
         }
+        tune(node);
         if in_namespace(i) {
             node.http = node.http.replace("127.0.0.1", &ns_ip);
         }
@@ -185,15 +183,8 @@ fn a_partition_heals_and_both_sides_converge() {
             node.name
         );
     }
-    // The audit of every store: clean, every entry of every log, no equivocation proof.
-    for node in &mut nodes {
-        node.stop();
-    }
-    for node in &nodes {
-        let v = audit_clean(node);
-        let logs = v["logs"].as_array().unwrap();
-        assert_eq!(logs.len(), 5, "{}: {v}", node.name);
-        assert!(logs.iter().all(|l| l["entries"] == 600), "{}: {v}", node.name);
-    }
+    // The audit of every store: clean, every entry of all five logs, no equivocation proof.
+    assert_eq!(want.len(), 5);
+    stop_and_audit(&mut nodes, &want);
     drop(guard);
 }

@@ -8,7 +8,7 @@
 //! `RINGLOG_E2E_BIG=N` on N entries.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use ringlog_e2e::{audit_clean, hop, metric, run_ok, tune, Node, Ring};
+use ringlog_e2e::{hop, metric, run_ok, stop_and_audit, tune, Node, Ring};
 use ringlog_protocol::record::{Body, Entry, MemberUpdate};
 use ringlog_protocol::replication::Gossip;
 use ringlog_protocol::SecretKey;
@@ -118,16 +118,7 @@ fn five_nodes_converge_and_a_killed_node_catches_up() {
     }
     assert!(metric(&ring.nodes[0], "ringlog_replicated_entries_total").unwrap_or(0) > 0);
     // Audited at the end: every store clean, every log complete, nobody accused.
-    for n in &mut ring.nodes {
-        n.stop();
-    }
-    for n in &ring.nodes {
-        let v = audit_clean(n);
-        for (m, size) in &sizes {
-            let l = v["logs"].as_array().unwrap().iter().find(|l| l["member"] == m.as_str());
-            assert_eq!(l.map(|l| l["entries"].clone()), Some((*size).into()), "{}: {v}", n.name);
-        }
-    }
+    stop_and_audit(&mut ring.nodes, &sizes);
 }
 
 #[test]

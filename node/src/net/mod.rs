@@ -156,7 +156,8 @@ pub enum NetEvent {
         id: MessageId,
         /// The peer that forwarded it to us (the one a `Reject` counts against).
         from: PeerId,
-        /// The peer that published and signed it (checked by gossipsub; always a member).
+        /// The peer that says it published it. Messages are not signed by their author (the
+        /// payloads are), so this is only a claim made by a member: use `from` for blame.
         author: PeerId,
         /// The topic name.
         topic: String,

@@ -5,12 +5,14 @@
 //! in-memory twin for tests). Both pass the one shared suite in [`conformance`].
 //!
 //! Invariants every backend keeps:
-//! - an append is all or nothing: its entries, their Merkle nodes, their index keys and the new
-//!   size land together, and the call returns only once they are durable;
+//! - an append returns only once its entries are durable, and readers see all of it or none;
+//!   a crash before it returns may keep a prefix of its entries (signed, never acknowledged),
+//!   never a gap or a half-written entry;
 //! - the stored size, entries and Merkle nodes of a log always agree, so the frontier can be
 //!   rebuilt from stored nodes at any time;
 //! - the store checks positions (log and index) but not signatures: callers verify entries
-//!   before they append them.
+//!   before they append them (the disk store relies on it: after a crash it keeps unrecorded
+//!   entries only while their signatures verify).
 
 pub mod conformance;
 mod memory;
@@ -155,8 +157,9 @@ pub enum Error {
 /// A node's durable state: member logs with their Merkle nodes, checkpoints, a secondary index
 /// over hop records, and a small key-value area for node state.
 pub trait Store: Send + Sync + 'static {
-    /// Appends signed entries to `log` at its current size, atomically with their Merkle nodes
-    /// and index keys, and makes them durable before returning. Entries must belong to `log` and
+    /// Appends signed entries to `log` at its current size with their Merkle nodes and index
+    /// keys, visible to readers all at once, and makes them durable before returning (see the
+    /// module invariants for what a crash may keep). Entries must belong to `log` and
     /// be consecutive from the current size (`entries[i].entry.index == size + i`); otherwise
     /// the call fails and nothing is written. Signatures are not checked here. Returns the new
     /// size.
@@ -182,7 +185,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every checkpoint of `log`, by ascending size.
     fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, String)>, Error>;
     /// Positions of the hop records with this index key: by log in the order the store first
-    /// saw the logs, then by index; at most [`SEARCH_LIMIT`]. A disk store keys its index on an
+    /// saw the logs, then by index; at most [`SEARCH_LIMIT`] (which ones, when there are more,
+    /// is not specified). A disk store keys its index on an
     /// 8-byte digest and checks hits against the entries: if a writer crafted many values that
     /// share that digest with `key`, it may return fewer results than exist.
     fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error>;

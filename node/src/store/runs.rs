@@ -220,21 +220,22 @@ impl Index {
         self.table.len() >= self.table_records
     }
 
-    /// Positions under `key` (unsorted, possibly repeated), at most `limit`.
-    pub(super) fn lookup(&self, key: u64, limit: usize) -> Result<Vec<u64>, Error> {
+    /// Positions under `key` (unsorted, possibly repeated), at most `limit`: the in-memory
+    /// hits now, the runs' when [`Lookup::finish`] reads them, which needs no index lock (a
+    /// run's file stays readable after a merge deletes it).
+    pub(super) fn lookup(&self, key: u64, limit: usize) -> Lookup {
         let range = (key, 0)..=(key, u64::MAX);
         let mut out: Vec<u64> =
             self.table.range(range.clone()).map(|(_, p)| *p).take(limit).collect();
         if let Some(f) = &self.frozen {
             out.extend(f.range(range).map(|(_, p)| *p).take(limit.saturating_sub(out.len())));
         }
-        for run in &self.runs {
-            if out.len() >= limit {
-                break;
-            }
-            run.lookup(key, &mut out, limit)?;
-        }
-        Ok(out)
+        Lookup { key, limit, out, runs: self.runs.clone() }
+    }
+
+    /// The index directory.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Takes the table out to be written as run `seq` (see [`Frozen::write`]); it stays
@@ -292,12 +293,33 @@ impl Index {
         self.runs.push(Arc::new(merged));
         dead
     }
+}
 
-    /// Deletes dead run files.
-    pub(super) fn remove(&self, dead: &[u64]) {
-        for seq in dead {
-            let _ = std::fs::remove_file(run_path(&self.dir, *seq));
+/// Deletes the files of runs `dead` in index directory `dir`.
+pub(super) fn remove(dir: &Path, dead: &[u64]) {
+    for seq in dead {
+        let _ = std::fs::remove_file(run_path(dir, *seq));
+    }
+}
+
+/// A lookup begun under the index lock, finished without it.
+pub(super) struct Lookup {
+    key: u64,
+    limit: usize,
+    out: Vec<u64>,
+    runs: Vec<Arc<Run>>,
+}
+
+impl Lookup {
+    /// The in-memory hits and then the runs', at most `limit`.
+    pub(super) fn finish(mut self) -> Result<Vec<u64>, Error> {
+        for run in &self.runs {
+            if self.out.len() >= self.limit {
+                break;
+            }
+            run.lookup(self.key, &mut self.out, self.limit)?;
         }
+        Ok(self.out)
     }
 }
 

@@ -210,8 +210,8 @@ impl LogFiles {
     }
 
     /// Writes encoded entries after the committed end and syncs the entries file; then writes
-    /// their end offsets and the new Merkle nodes (not synced). Commits nothing: the caller
-    /// commits with [`LogFiles::commit`] once its own commit point is durable.
+    /// their end offsets and the new Merkle nodes (not synced). The sync makes the entries
+    /// durable; readers see them once the caller calls [`LogFiles::commit`].
     pub(super) fn write(
         &self,
         first: u64,
@@ -288,13 +288,13 @@ impl LogFiles {
 
     /// Brings the files to the committed `size`, trusting offsets and nodes only below
     /// `synced` (the last size at which they were synced): rebuilds them from the entries
-    /// file, cuts off anything written past `size` that was never committed, and returns the
-    /// frontier with the entries it re-read (for re-indexing). The caller checks each entry.
+    /// file, and returns the frontier with the entries it re-read (for re-indexing).
     ///
     /// Complete frames past `size` are kept while `accept(index, bytes)` takes them: the
     /// recorded size may lag the entries file (see [`super::sled`]), and an entry that decodes
-    /// as the next entry of the log with a valid signature was written and synced by this
-    /// store. The first frame it refuses, and everything after it, is cut.
+    /// as the next entry of the log with a valid signature was written by this store (synced,
+    /// or part of the one append in flight at a crash). The first frame it refuses, and
+    /// everything after it, is cut.
     pub(super) fn recover(
         &self,
         size: u64,
@@ -321,7 +321,7 @@ impl LogFiles {
         let mut size = synced;
         loop {
             let i = size;
-            let e = match next_frame(&mut reader, at, entries_len) {
+            let e = match next_frame(&mut reader, at, entries_len)? {
                 Some(e) if i < recorded || accept(i, &e) => e,
                 _ if i < recorded => {
                     return Err(Error::Corrupt(format!(
@@ -379,20 +379,22 @@ impl LogFiles {
     }
 }
 
-/// The entry of the frame at `at` (the reader's position), if the file holds it whole.
-fn next_frame(reader: &mut impl Read, at: u64, entries_len: u64) -> Option<Vec<u8>> {
+/// The entry of the frame at `at` (the reader's position), if the file holds it whole. A read
+/// that fails inside the file's length is an I/O error, not a torn frame: it is returned, so
+/// that recovery never cuts entries it merely could not read.
+fn next_frame(reader: &mut impl Read, at: u64, entries_len: u64) -> Result<Option<Vec<u8>>, Error> {
     let mut len = [0u8; 4];
     if at + 4 > entries_len {
-        return None;
+        return Ok(None);
     }
-    reader.read_exact(&mut len).ok()?;
+    reader.read_exact(&mut len).map_err(|e| io_err("reading entries", e))?;
     let len = u32::from_le_bytes(len);
     if len > MAX_FRAME || at + 4 + u64::from(len) > entries_len {
-        return None;
+        return Ok(None);
     }
     let mut e = vec![0u8; len as usize];
-    reader.read_exact(&mut e).ok()?;
-    Some(e)
+    reader.read_exact(&mut e).map_err(|e| io_err("reading entries", e))?;
+    Ok(Some(e))
 }
 
 /// The entry inside a frame, if the frame's length prefix matches it.

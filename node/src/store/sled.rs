@@ -1,8 +1,8 @@
 //! [`SledStore`]: the on-disk [`Store`]. Entries and Merkle nodes live in append-only files
 //! per log ([`segment`](super::segment)), the secondary index in sorted run files
 //! ([`runs`](super::runs)), and a sled database holds the rest: the log table, each log's
-//! committed size (the commit point of every append), checkpoints, node state, and the list of
-//! index runs. Layout of a store directory:
+//! committed size (a lower bound, recorded lazily: the commit point is the entries file's
+//! sync), checkpoints, node state, and the list of index runs. Layout of a store directory:
 //!
 //! | path          | what                                                                 |
 //! |---------------|----------------------------------------------------------------------|
@@ -26,10 +26,10 @@
 //! group commit), write offsets and nodes, then record `S` in sled without waiting for it to
 //! reach the disk (sled writes it within half a second, or with the next flush). `S` is thus a
 //! lower bound of the committed size: on open, the entries past it are re-read and kept while
-//! each is a whole frame holding the log's next entry with a valid signature (only this store
-//! writes frames, and only after checking the signature); the first that is not, a frame cut
-//! short by a crash, and everything after it, is cut off. An entry that fails below `S` is
-//! corruption: the open refuses the store. The first append to a new log records its number
+//! each is a whole frame holding the log's next entry with a valid signature (callers append
+//! only verified entries); the first that is not, a frame cut short by a crash, and
+//! everything after it, is cut off. A frame missing below `S` is corruption: the open refuses
+//! the store (an entry there that does not decode is logged and left to `node check`). The first append to a new log records its number
 //! in sled and flushes before it is acknowledged. Offsets, nodes and the in-memory part of the
 //! index are rebuilt on open from the entries past `X`.
 
@@ -361,7 +361,6 @@ impl SledStore {
     /// in sled; then lets the merge thread merge full tiers. Called with the writer lock
     /// held, so every committed entry is indexed.
     fn write_index(&self) -> Result<(), Error> {
-        self.unsynced.store(0, Ordering::Relaxed);
         let files = self.table.read().map_err(poisoned)?.files.clone();
         let mut batch = ::sled::Batch::default();
         for (n, f) in files.iter().enumerate() {
@@ -385,6 +384,8 @@ impl SledStore {
         let list = self.index.read().map_err(poisoned)?.list();
         batch.insert(&b"R"[..], encode_runs(&list));
         self.write(batch)?;
+        // Only now: after a failure the next append tries again.
+        self.unsynced.store(0, Ordering::Relaxed);
         drop(list_guard);
         self.start_merges();
         Ok(())
@@ -472,7 +473,9 @@ impl Merges {
                 db.flush().map_err(db_err)?;
                 dead
             };
-            index.read().map_err(poisoned)?.remove(&dead);
+            // Deleted without the lock: searches still reading these runs keep their files.
+            let dir = index.read().map_err(poisoned)?.dir().to_path_buf();
+            super::runs::remove(&dir, &dead);
         }
         Ok(())
     }
@@ -673,8 +676,10 @@ impl Store for SledStore {
     fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error> {
         // A hostile writer can fill a log with values that share a digest with another value
         // but differ after it: bound the hits checked, not just the ones returned.
-        let mut hits =
-            self.index.read().map_err(poisoned)?.lookup(index_key(key), SEARCH_SCAN_LIMIT)?;
+        // The runs are read after the index lock is released: a search never holds up an
+        // append (which takes that lock to index its entries).
+        let lookup = self.index.read().map_err(poisoned)?.lookup(index_key(key), SEARCH_SCAN_LIMIT);
+        let mut hits = lookup.finish()?;
         hits.sort_unstable();
         hits.dedup();
         let (by_num, files) = {
@@ -721,8 +726,8 @@ impl Store for SledStore {
         // the next open then re-reads nothing.
         let _writer = self.writer.lock().map_err(poisoned)?;
         self.check_failed()?;
-        self.write_index()?;
-        self.db.flush().map(|_| ()).map_err(db_err)
+        // Its sled write flushes, which makes the lazily recorded sizes durable too.
+        self.write_index()
     }
 }
 
