@@ -3,6 +3,8 @@
 //! HTTP API and Unix sockets.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test harness: failing loudly is the point
 
+pub mod baseline_milter;
+
 use ringlog_node::client::{Client, Endpoint};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -24,6 +24,8 @@ const IP_OUTSIDE: &str = "127.0.0.19";
 const SMTP_PORT: u16 = 2525;
 /// A second smtpd on A without the milter, for the throughput comparison.
 const PLAIN_PORT: u16 = 2526;
+/// A third smtpd on A whose milter is the baseline (a milter that records nothing).
+const BASELINE_PORT: u16 = 2527;
 const DEST: &str = "dest.example";
 /// A domain A's transport map sends straight to C, behind the ring's back: the delivery log
 /// follower must notice that the real next hop is not the recorded one.
@@ -118,6 +120,8 @@ struct Instance {
     ip: &'static str,
     host: &'static str,
     milter_port: u16,
+    /// The baseline milter behind `BASELINE_PORT`.
+    baseline_port: u16,
     transport: Vec<(String, String)>,
     local_domains: &'static [&'static str],
     sasl: bool,
@@ -187,10 +191,11 @@ smtpd_sasl_path = smtpd
             sasl = if self.sasl { "yes" } else { "no" },
         );
         std::fs::write(d.join("main.cf"), main).unwrap();
-        let ip = self.ip;
+        let (ip, bp) = (self.ip, self.baseline_port);
         let master = format!(
             "{ip}:{SMTP_PORT} inet n - n - - smtpd
 {ip}:{PLAIN_PORT} inet n - n - - smtpd -o smtpd_milters=
+{ip}:{BASELINE_PORT} inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:{bp}
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -504,11 +509,13 @@ fn postfix_ring() {
         guard.addrs.push(ip.to_string());
     }
     let relay = |ip: &str| format!("smtp:[{ip}]:{SMTP_PORT}");
+    let baseline_port = ringlog_e2e::baseline_milter::start();
     let pa = Instance {
         dir: tmp.path().join("pf-a"),
         ip: IP_A,
         host: "mx.isp-a.example",
         milter_port: ma,
+        baseline_port,
         transport: vec![
             (DEST.into(), relay(IP_B)),
             (STRAY.into(), relay(IP_C)),
@@ -522,6 +529,7 @@ fn postfix_ring() {
         ip: IP_B,
         host: "mx.backbone-b.example",
         milter_port: mb,
+        baseline_port,
         transport: vec![(DEST.into(), relay(IP_C))],
         local_domains: &[],
         sasl: false,
@@ -531,6 +539,7 @@ fn postfix_ring() {
         ip: IP_C,
         host: "mx.isp-c.example",
         milter_port: mc,
+        baseline_port,
         transport: vec![],
         local_domains: &[DEST, STRAY],
         sasl: false,
@@ -810,8 +819,9 @@ fn postfix_ring() {
         (rate, mean)
     };
     for load in [Load::Tiny, Load::Real] {
-        let _ = perf(load, PLAIN_PORT, 20, 2); // warm up both paths
-        let _ = perf(load, SMTP_PORT, 20, 2);
+        for port in [PLAIN_PORT, BASELINE_PORT, SMTP_PORT] {
+            let _ = perf(load, port, 20, 2); // warm up every path
+        }
     }
     // RINGLOG_PERF_ROUNDS=N repeats the comparison N times (alternating) and prints medians.
     let rounds: usize =
@@ -827,30 +837,38 @@ fn postfix_ring() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // Three smtpd services on A, each run in turn: no milter, the baseline milter (the same
+    // protocol steps and one added header field, no work), and the ringlog milter.
     for load in [Load::Tiny, Load::Real] {
         let (mut rates, mut seq) = (Vec::new(), Vec::new());
         for round in 0..rounds.max(1) {
             let (r_plain, l_plain) = perf(load, PLAIN_PORT, 200, clients.max(1));
+            let (r_base, l_base) = perf(load, BASELINE_PORT, 200, clients.max(1));
             let (r_milter, l_milter) = perf(load, SMTP_PORT, 200, clients.max(1));
             let (_, s_plain) = perf(load, PLAIN_PORT, 40, 1);
+            let (_, s_base) = perf(load, BASELINE_PORT, 40, 1);
             let (_, s_milter) = perf(load, SMTP_PORT, 40, 1);
             eprintln!(
-                "perf {load:?} round {round}: without milter {r_plain:.0} msg/s (mean {l_plain:?}), with milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> {s_milter:?} (+{:?})",
+                "perf {load:?} round {round}: without milter {r_plain:.0} msg/s (mean {l_plain:?}), baseline milter {r_base:.0} msg/s (mean {l_base:?}, ratio {:.0}%), ringlog milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> baseline {s_base:?}, ringlog {s_milter:?} (+{:?})",
+                r_base / r_plain * 100.0,
                 r_milter / r_plain * 100.0,
                 s_milter.saturating_sub(s_plain)
             );
-            rates.push((r_plain, r_milter, r_milter / r_plain));
-            seq.push((s_plain, s_milter));
+            rates.push((r_plain, r_milter, r_milter / r_plain, r_base / r_plain));
+            seq.push((s_plain, s_milter, s_base));
         }
-        let added: Vec<f64> =
-            seq.iter().map(|(p, m)| (m.as_secs_f64() - p.as_secs_f64()) * 1000.0).collect();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let added: Vec<f64> = seq.iter().map(|(p, m, _)| ms(*m) - ms(*p)).collect();
+        let added_base: Vec<f64> = seq.iter().map(|(p, _, b)| ms(*b) - ms(*p)).collect();
         eprintln!(
-            "perf {load:?} over {} rounds (medians): without milter {:.0} msg/s, with milter {:.0} msg/s, ratio {:.0}%, added sequential latency {:.2} ms",
+            "perf {load:?} over {} rounds (medians): without milter {:.0} msg/s, with milter {:.0} msg/s, ratio {:.0}%, added sequential latency {:.2} ms; baseline milter ratio {:.0}%, added latency {:.2} ms",
             rates.len(),
             median(rates.iter().map(|r| r.0).collect()),
             median(rates.iter().map(|r| r.1).collect()),
             median(rates.iter().map(|r| r.2).collect()) * 100.0,
-            median(added)
+            median(added),
+            median(rates.iter().map(|r| r.3).collect()) * 100.0,
+            median(added_base)
         );
     }
     // Every real message was delivered into A's Maildir (the warm-up's too).
