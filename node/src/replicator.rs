@@ -39,7 +39,7 @@ const CORE_QUEUE: usize = 1024;
 const CORE_BURST: usize = 64;
 /// How long the publisher waits for more of the own log's commits before it gossips the
 /// entries it has (one message for all of them).
-const PUBLISH_LINGER: Duration = Duration::from_millis(10);
+const PUBLISH_LINGER: Duration = Duration::from_millis(50);
 /// Entries gathered that end the wait at once.
 const PUBLISH_LINGER_MAX: usize = 4096;
 /// How long verified entries from peers may wait for more before they are written (one sync
