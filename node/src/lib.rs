@@ -20,5 +20,6 @@ pub mod postfix_log;
 pub mod query;
 pub mod replicator;
 pub mod store;
+pub mod supervise;
 pub mod witness;
 pub mod writer;

@@ -6,6 +6,7 @@ use crate::api::{self, Listener};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::store::{SledStore, Store};
+use crate::supervise::Fatal;
 use crate::writer::{Writer, WriterConfig};
 use anyhow::Context as _;
 use ringlog_protocol::genesis::Genesis;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub roster: crate::governance::LiveRoster,
     /// What the Postfix delivery log follower found.
     pub postfix_log: crate::postfix_log::Status,
+    /// Raised when a part the node cannot run without ends; the node then stops.
+    pub fatal: Fatal,
 }
 
 impl Shared {
@@ -82,12 +85,31 @@ impl Shared {
     }
 }
 
-/// Starts a node from `cfg` and runs until SIGTERM or SIGINT.
+/// Starts a node from `cfg` and runs until SIGTERM or SIGINT, or until a part it cannot run
+/// without fails (then it stops as cleanly as it can and returns the reason as an error, so
+/// that the process exits non-zero and a supervisor restarts it).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let node = start(cfg).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    node.stop().await
+    serve_until(start(cfg).await?, wait_for_signal()).await
+}
+
+/// Serves until `stop` resolves (an orderly stop) or a part of the node fails.
+pub async fn serve_until(
+    node: Running,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let fatal = node.shared.fatal.clone();
+    tokio::select! {
+        _ = stop => {
+            tracing::info!("shutting down");
+            node.stop().await
+        }
+        why = fatal.wait() => {
+            if let Err(e) = node.stop().await {
+                tracing::warn!(error = %e, "stopping after the failure");
+            }
+            Err(anyhow::anyhow!("node stopped: {why}"))
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -109,12 +131,15 @@ async fn wait_for_signal() {
 pub struct Running {
     /// Shared state.
     pub shared: Arc<Shared>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The watched tasks (see [`crate::supervise`]).
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Running {
     /// Final checkpoint, flush, stop serving.
     pub async fn stop(self) -> anyhow::Result<()> {
+        // Parts that end from here on end because the node stops.
+        self.shared.fatal.stand_down();
         match self.shared.writer.checkpoint().await {
             Ok(Some(cp)) => tracing::info!(size = cp.checkpoint().size, "final checkpoint signed"),
             Ok(None) => {}
@@ -122,7 +147,7 @@ impl Running {
         }
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.flush()).await??;
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
         }
         let _ = std::fs::remove_file(&self.shared.cfg.api.socket);
@@ -166,6 +191,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
         )?)
     };
+    let fatal = Fatal::default();
     let writer = Writer::start(
         store.clone(),
         identity.log_key.clone(),
@@ -175,6 +201,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             max_batch: cfg.log.max_batch.max(1),
             queue: cfg.log.queue.max(1),
         },
+        fatal.clone(),
     )
     .await?;
     let token = match std::fs::read_to_string(&cfg.api.token_file) {
@@ -200,36 +227,45 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         gauges: RwLock::new(BTreeMap::new()),
         roster,
         postfix_log: Default::default(),
+        fatal,
     });
     let mut tasks = Vec::new();
+    let watch = |name: &str, h: tokio::task::JoinHandle<()>| {
+        crate::supervise::task(name, shared.fatal.clone(), h)
+    };
     // The own log's governance entries reach the roster as soon as they are durable.
     {
         let sh = shared.clone();
         let log = shared.writer.log;
-        tasks.push(tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                match own_events.recv().await {
-                    Ok(crate::writer::LogEvent::Appended(_, entries)) => {
-                        sh.on_appended(&log, &entries)
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        tracing::warn!("roster missed own-log events; refolding from the store");
-                        let st = sh.store.clone();
-                        let g = sh.genesis.clone();
-                        if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || {
-                            crate::governance::LiveRoster::load(&g, &*st)
-                        })
-                        .await
-                        {
-                            sh.roster.replace_with(r);
+        tasks.push(watch(
+            "roster",
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match own_events.recv().await {
+                        Ok(crate::writer::LogEvent::Appended(_, entries)) => {
+                            sh.on_appended(&log, &entries)
                         }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => {
+                            tracing::warn!(
+                                "roster missed own-log events; refolding from the store"
+                            );
+                            let st = sh.store.clone();
+                            let g = sh.genesis.clone();
+                            if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || {
+                                crate::governance::LiveRoster::load(&g, &*st)
+                            })
+                            .await
+                            {
+                                sh.roster.replace_with(r);
+                            }
+                        }
+                        Err(RecvError::Closed) => break,
                     }
-                    Err(RecvError::Closed) => break,
                 }
-            }
-        }));
+            }),
+        ));
     }
 
     let tcp = tokio::net::TcpListener::bind(&shared.cfg.api.http)
@@ -237,11 +273,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding HTTP API on {}", shared.cfg.api.http))?;
     tracing::info!(addr = %tcp.local_addr()?, "HTTP API listening");
     let app = api::router(shared.clone(), Listener::Tcp);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(tcp, app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    }));
+    tasks.push(watch(
+        "HTTP API",
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).await {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        }),
+    ));
 
     let sock_path = shared.cfg.api.socket.clone();
     let _ = std::fs::remove_file(&sock_path);
@@ -253,23 +292,30 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     tracing::info!(path = %sock_path.display(), "append socket listening");
     let app = api::router(shared.clone(), Listener::Socket);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(sock, app).await {
-            tracing::error!(error = %e, "append socket stopped");
-        }
-    }));
+    tasks.push(watch(
+        "append socket",
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(sock, app).await {
+                tracing::error!(error = %e, "append socket stopped");
+            }
+        }),
+    ));
 
     // --- replication (owned by the replication work; see replicator.rs) ---
     if shared.cfg.p2p.enabled {
-        tasks.extend(crate::replicator::start(shared.clone()).await?);
+        for (name, h) in crate::replicator::start(shared.clone()).await? {
+            tasks.push(watch(name, h));
+        }
     }
     // --- end replication ---
 
     // --- milter (owned by the milter work; see milter.rs) ---
     if !shared.cfg.milter.listen.is_empty() {
-        tasks.push(crate::milter::start(shared.clone()).await?);
+        tasks.push(watch("milter", crate::milter::start(shared.clone()).await?));
     }
-    tasks.extend(crate::postfix_log::start(shared.clone()));
+    if let Some(h) = crate::postfix_log::start(shared.clone()) {
+        tasks.push(watch("Postfix log follower", h));
+    }
     // --- end milter ---
 
     tracing::info!(
@@ -279,4 +325,67 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         "node started"
     );
     Ok(Running { shared, tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
+    use super::*;
+    use ringlog_protocol::genesis::GENESIS_VERSION;
+    use ringlog_protocol::record::MemberInfo;
+
+    /// The configuration of a one-member ring's node in `dir`, without networking.
+    fn config(dir: &std::path::Path) -> Config {
+        let mut cfg = Config { name: "solo.example".into(), ..Config::default() };
+        cfg.api.http = "127.0.0.1:0".into();
+        cfg.p2p.enabled = false;
+        cfg.rebase(dir);
+        cfg
+    }
+
+    /// A new one-member ring and its node in `dir`.
+    async fn single(dir: &std::path::Path) -> Running {
+        let cfg = config(dir);
+        let id = Identity::create(&cfg.keys_dir).unwrap();
+        let g = Genesis {
+            version: GENESIS_VERSION,
+            ring: "solo".into(),
+            members: vec![MemberInfo {
+                name: cfg.name.clone(),
+                log_key: id.log_key.public(),
+                node_key: id.node_key.public(),
+                addrs: vec![],
+                mail_hosts: vec![],
+                domains: vec![],
+                abuse: "abuse@solo.example".into(),
+            }],
+            backbone_quorum: 1,
+            witness_k: 0,
+        };
+        std::fs::write(&cfg.genesis, g.to_json()).unwrap();
+        start(cfg).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_stops_the_node_with_its_reason_and_a_signal_stops_it_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = single(tmp.path()).await;
+        let fatal = node.shared.fatal.clone();
+        let socket = node.shared.cfg.api.socket.clone();
+        tokio::spawn(async move { fatal.raise("the test part broke".into()) });
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            serve_until(node, std::future::pending()),
+        )
+        .await
+        .expect("the node stopped on its own");
+        let e = r.expect_err("a failure is an error");
+        assert!(e.to_string().contains("the test part broke"), "{e}");
+        assert!(!socket.exists(), "the node stopped serving");
+
+        // The store was closed: the node starts again from it, and stops cleanly on a signal.
+        let node = start(config(tmp.path())).await.unwrap();
+        assert_eq!(node.shared.fatal.get(), None);
+        serve_until(node, async {}).await.expect("an orderly stop is not an error");
+    }
 }

@@ -106,7 +106,7 @@ enum Input {
 
 /// Starts replication for a node; returns its tasks (the core runs on its own thread and ends
 /// when they do).
-pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<(&'static str, JoinHandle<()>)>> {
     let (entries_topic, cp_topic) = topics(&shared.genesis.ring_tag());
     let mut cfg = NetConfig::new(shared.identity.node_key.seed());
     for a in &shared.cfg.p2p.listen {
@@ -116,7 +116,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     cfg.redial_min = Duration::from_millis(500);
     cfg.redial_max = Duration::from_secs(30);
     cfg.request_timeout = Duration::from_secs(20);
-    let (net, events) = net::spawn(cfg).context("starting the p2p network")?;
+    let (net, events, swarm) = net::start(cfg).context("starting the p2p network")?;
 
     let me = shared.identity.node_key.public();
     let all = members(&shared);
@@ -138,44 +138,51 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     }
 
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(forward(shared.clone(), net.clone(), events, core_tx.clone())));
-    tasks.push(tokio::spawn(publish(
-        shared.clone(),
-        net.clone(),
-        entries_topic.clone(),
-        cp_topic.clone(),
-    )));
+    let mut tasks = vec![("swarm", swarm)];
+    tasks.push((
+        "gossip receiver",
+        tokio::spawn(forward(shared.clone(), net.clone(), events, core_tx.clone())),
+    ));
+    tasks.push((
+        "publisher",
+        tokio::spawn(publish(shared.clone(), net.clone(), entries_topic.clone(), cp_topic.clone())),
+    ));
     {
         // Roster changes: new allow-list, new set of followed logs.
         let (tx, sh, net) = (core_tx.clone(), shared.clone(), net.clone());
         let mut watch = shared.roster.subscribe();
-        tasks.push(tokio::spawn(async move {
-            while watch.changed().await.is_ok() {
-                let roster = watch.borrow_and_update().clone();
-                // witness: members proven to equivocate stay excluded.
-                let all = crate::witness::without_equivocators(&*sh.store, members_of(&roster));
-                net.set_members(net_members(&all, &me)).await;
-                if tx.send(Input::Members(rep_members(&sh, &all))).await.is_err() {
-                    break;
+        tasks.push((
+            "roster watcher",
+            tokio::spawn(async move {
+                while watch.changed().await.is_ok() {
+                    let roster = watch.borrow_and_update().clone();
+                    // witness: members proven to equivocate stay excluded.
+                    let all = crate::witness::without_equivocators(&*sh.store, members_of(&roster));
+                    net.set_members(net_members(&all, &me)).await;
+                    if tx.send(Input::Members(rep_members(&sh, &all))).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        }));
+            }),
+        ));
     }
     {
         let tx = core_tx.clone();
         let every = Duration::from_millis(shared.cfg.p2p.sync_interval_ms.max(50));
-        tasks.push(tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                t.tick().await;
-                if tx.is_closed() {
-                    break;
+        tasks.push((
+            "sync ticker",
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    t.tick().await;
+                    if tx.is_closed() {
+                        break;
+                    }
+                    let _ = tx.try_send(Input::Tick);
                 }
-                let _ = tx.try_send(Input::Tick);
-            }
-        }));
+            }),
+        ));
     }
     // witness: cosigning and equivocation handling run on the core thread (witness.rs).
     let witness = crate::witness::Witness::new(
@@ -197,9 +204,9 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         deferred: Vec::new(),
     };
     drop(core_tx);
-    std::thread::Builder::new()
-        .name("replicator".into())
-        .spawn(move || core.run(core_rx))
+    // If the thread panics the node stops (supervise.rs): without it the node would serve stale
+    // copies and witness nothing, while looking alive.
+    crate::supervise::thread("replicator", shared.fatal.clone(), move || core.run(core_rx))
         .context("starting the replicator thread")?;
     tracing::info!(member = %shared.cfg.name, "replication started");
     Ok(tasks)

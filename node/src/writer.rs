@@ -108,6 +108,7 @@ impl Writer {
         store: Arc<dyn Store>,
         key: SecretKey,
         cfg: WriterConfig,
+        fatal: crate::supervise::Fatal,
     ) -> Result<Writer, AppendError> {
         let log = key.public();
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
@@ -157,9 +158,9 @@ impl Writer {
             .enable_time()
             .build()
             .map_err(|e| AppendError::Store(format!("starting the writer: {e}")))?;
-        std::thread::Builder::new()
-            .name("log writer".into())
-            .spawn(move || rt.block_on(run(state, rx)))
+        // If the thread panics the node stops (supervise.rs): without its writer it could only
+        // refuse appends.
+        crate::supervise::thread("log writer", fatal, move || rt.block_on(run(state, rx)))
             .map_err(|e| AppendError::Store(format!("starting the writer thread: {e}")))?;
         Ok(Writer { tx, stats, events, log })
     }
@@ -460,4 +461,111 @@ fn sign_all(entries: Vec<Entry>, key: &SecretKey) -> Result<Vec<SignedEntry>, Ap
         head.extend(tail);
         Ok(head)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
+    use super::*;
+    use crate::store::{Error, IndexKey, MemoryStore};
+    use crate::supervise::Fatal;
+    use ringlog_protocol::record::{HopRecord, NextHop, PrevHop, Verdicts};
+    use ringlog_protocol::Hash;
+
+    /// A memory store whose appends panic once `panics` is set: a bug in the write path.
+    #[derive(Default)]
+    struct PanickyStore {
+        inner: MemoryStore,
+        panics: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for PanickyStore {
+        fn append(&self, log: &LogId, entries: &[SignedEntry]) -> Result<u64, Error> {
+            if self.panics.load(Ordering::SeqCst) {
+                panic!("a bug in the store");
+            }
+            self.inner.append(log, entries)
+        }
+        fn size(&self, log: &LogId) -> Result<u64, Error> {
+            self.inner.size(log)
+        }
+        fn logs(&self) -> Result<Vec<LogId>, Error> {
+            self.inner.logs()
+        }
+        fn entry(&self, log: &LogId, index: u64) -> Result<Option<Vec<u8>>, Error> {
+            self.inner.entry(log, index)
+        }
+        fn entries(&self, log: &LogId, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error> {
+            self.inner.entries(log, start, end)
+        }
+        fn node(&self, log: &LogId, level: u8, index: u64) -> Result<Option<Hash>, Error> {
+            self.inner.node(log, level, index)
+        }
+        fn put_checkpoint(&self, log: &LogId, size: u64, note: &str) -> Result<(), Error> {
+            self.inner.put_checkpoint(log, size, note)
+        }
+        fn checkpoint(&self, log: &LogId, size: u64) -> Result<Option<String>, Error> {
+            self.inner.checkpoint(log, size)
+        }
+        fn latest_checkpoint(&self, log: &LogId) -> Result<Option<(u64, String)>, Error> {
+            self.inner.latest_checkpoint(log)
+        }
+        fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, String)>, Error> {
+            self.inner.checkpoints(log)
+        }
+        fn search(&self, key: &IndexKey) -> Result<Vec<(LogId, u64)>, Error> {
+            self.inner.search(key)
+        }
+        fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.inner.meta(key)
+        }
+        fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+            self.inner.put_meta(key, value)
+        }
+        fn flush(&self) -> Result<(), Error> {
+            self.inner.flush()
+        }
+    }
+
+    fn hop(n: u8) -> Body {
+        Body::Hop(HopRecord {
+            time_ms: 1,
+            mfp1: Hash([n; 32]),
+            mfp1_lite: Hash([n; 32]),
+            body: Hash([n; 32]),
+            parts: vec![],
+            prev: PrevHop::External { ip: [192, 0, 2, 1].into(), helo: "x".into() },
+            next: NextHop::Local { domain: "d.example".into() },
+            queue_id: "q".into(),
+            rcpt_count: 1,
+            verdicts: Verdicts::default(),
+            transform: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_writer_thread_raises_fatal_and_appends_fail_closed() {
+        let store = Arc::new(PanickyStore::default());
+        let fatal = Fatal::default();
+        let cfg = WriterConfig {
+            origin: "test".into(),
+            checkpoint_interval: Duration::from_secs(3600),
+            max_batch: 16,
+            queue: 16,
+        };
+        let w = Writer::start(store.clone(), SecretKey::from_seed([7; 32]), cfg, fatal.clone())
+            .await
+            .unwrap();
+        assert_eq!(w.append(vec![hop(1)]).await.unwrap(), vec![0]);
+        assert_eq!(fatal.get(), None);
+
+        store.panics.store(true, Ordering::SeqCst);
+        assert_eq!(w.append(vec![hop(2)]).await, Err(AppendError::Closed));
+        let why =
+            tokio::time::timeout(Duration::from_secs(5), fatal.wait()).await.expect("fatal raised");
+        assert!(why.contains("log writer") && why.contains("a bug in the store"), "{why}");
+        // Nothing was acknowledged beyond the first entry, and later appends fail at once.
+        assert_eq!(store.size(&w.log).unwrap(), 1);
+        assert_eq!(w.append(vec![hop(3)]).await, Err(AppendError::Closed));
+    }
 }

@@ -311,6 +311,15 @@ pub fn peer_id_from_ed25519(pubkey: &[u8; 32]) -> Result<PeerId, NetError> {
 /// Must be called from within a tokio runtime. Returns the handle and the (bounded) event queue.
 /// Dropping every handle, or calling [`NetHandle::shutdown`], stops the task.
 pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+    let (h, events, _task) = start(cfg)?;
+    Ok((h, events))
+}
+
+/// [`spawn`], also returning the network task's handle (to watch it: the task ends only when
+/// every handle is dropped or on [`NetHandle::shutdown`]).
+pub fn start(
+    cfg: NetConfig,
+) -> Result<(NetHandle, mpsc::Receiver<NetEvent>, tokio::task::JoinHandle<()>), NetError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let counters = Arc::new(Counters::default());
@@ -318,8 +327,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), Ne
         cfg.request_timeout.saturating_mul(2).saturating_add(Duration::from_secs(10));
     let task = swarm::Task::new(cfg, cmd_rx, ev_tx, Arc::clone(&counters))?;
     let local = task.local_peer_id();
-    tokio::spawn(task.run());
-    Ok((NetHandle { cmds: cmd_tx, counters, local, request_backstop }, ev_rx))
+    let task = tokio::spawn(task.run());
+    Ok((NetHandle { cmds: cmd_tx, counters, local, request_backstop }, ev_rx, task))
 }
 
 impl NetHandle {

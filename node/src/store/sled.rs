@@ -406,7 +406,17 @@ impl SledStore {
             }
             let (index, db, merges) = (self.index.clone(), self.db.clone(), m.clone());
             let spawned = std::thread::Builder::new().name("index-merge".into()).spawn(move || {
-                merges.run(&index, &db);
+                let run = std::panic::AssertUnwindSafe(|| merges.run(&index, &db));
+                if std::panic::catch_unwind(run).is_err() {
+                    // A bug: say so, and let the next change of the runs start a new thread
+                    // (the runs on disk are unchanged until a merge's rename).
+                    tracing::error!(
+                        "the index merge thread panicked; merges resume at the next append"
+                    );
+                    if let Ok(mut st) = merges.state.lock() {
+                        st.running = false;
+                    }
+                }
             });
             match spawned {
                 Ok(h) => {
