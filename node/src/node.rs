@@ -104,8 +104,11 @@ pub async fn serve_until(
             node.stop().await
         }
         why = fatal.wait() => {
-            if let Err(e) = node.stop().await {
-                tracing::warn!(error = %e, "stopping after the failure");
+            // Bounded: after a failure a part may hang; the exit must not.
+            match tokio::time::timeout(Duration::from_secs(30), node.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "stopping after the failure"),
+                Err(_) => tracing::warn!("stopping after the failure took over 30 s; exiting"),
             }
             Err(anyhow::anyhow!("node stopped: {why}"))
         }

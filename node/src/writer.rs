@@ -99,6 +99,7 @@ struct State {
     faulted: Option<String>,
     stats: Arc<Stats>,
     events: broadcast::Sender<LogEvent>,
+    fatal: crate::supervise::Fatal,
 }
 
 impl Writer {
@@ -151,6 +152,7 @@ impl Writer {
             faulted,
             stats: stats.clone(),
             events: events.clone(),
+            fatal: fatal.clone(),
         };
         // The writer has a thread of its own: a group commit signs and syncs in place, with no
         // hand-over to the blocking pool and back (two thread wake-ups per commit saved).
@@ -296,7 +298,13 @@ impl State {
         // On the writer's own thread: blocking here holds up nothing else.
         let result = sign_all(entries, &self.key).and_then(|signed| {
             let encoded: Vec<Vec<u8>> = signed.iter().map(SignedEntry::encode).collect();
-            self.store.append(&self.log, &signed).map_err(|e| AppendError::Store(e.to_string()))?;
+            self.store.append(&self.log, &signed).map_err(|e| {
+                if matches!(e, crate::store::Error::Failed) {
+                    // The store takes no more writes until it is reopened: a restart does that.
+                    self.fatal.raise(format!("the store failed: {e}"));
+                }
+                AppendError::Store(e.to_string())
+            })?;
             Ok(encoded)
         });
         match result {
@@ -472,17 +480,22 @@ mod tests {
     use ringlog_protocol::record::{HopRecord, NextHop, PrevHop, Verdicts};
     use ringlog_protocol::Hash;
 
-    /// A memory store whose appends panic once `panics` is set: a bug in the write path.
+    /// A memory store whose appends panic once `panics` is set (a bug in the write path), or
+    /// fail with `Error::Failed` once `fails` is set (a store that must be reopened).
     #[derive(Default)]
     struct PanickyStore {
         inner: MemoryStore,
         panics: std::sync::atomic::AtomicBool,
+        fails: std::sync::atomic::AtomicBool,
     }
 
     impl Store for PanickyStore {
         fn append(&self, log: &LogId, entries: &[SignedEntry]) -> Result<u64, Error> {
             if self.panics.load(Ordering::SeqCst) {
                 panic!("a bug in the store");
+            }
+            if self.fails.load(Ordering::SeqCst) {
+                return Err(Error::Failed);
             }
             self.inner.append(log, entries)
         }
@@ -543,19 +556,34 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_panic_in_the_writer_thread_raises_fatal_and_appends_fail_closed() {
-        let store = Arc::new(PanickyStore::default());
-        let fatal = Fatal::default();
+    async fn writer(store: Arc<PanickyStore>, fatal: &Fatal) -> Writer {
         let cfg = WriterConfig {
             origin: "test".into(),
             checkpoint_interval: Duration::from_secs(3600),
             max_batch: 16,
             queue: 16,
         };
-        let w = Writer::start(store.clone(), SecretKey::from_seed([7; 32]), cfg, fatal.clone())
-            .await
-            .unwrap();
+        Writer::start(store, SecretKey::from_seed([7; 32]), cfg, fatal.clone()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_that_must_be_reopened_raises_fatal() {
+        let store = Arc::new(PanickyStore::default());
+        let fatal = Fatal::default();
+        let w = writer(store.clone(), &fatal).await;
+        assert_eq!(w.append(vec![hop(1)]).await.unwrap(), vec![0]);
+        store.fails.store(true, Ordering::SeqCst);
+        assert!(matches!(w.append(vec![hop(2)]).await, Err(AppendError::Store(_))));
+        let why =
+            tokio::time::timeout(Duration::from_secs(5), fatal.wait()).await.expect("fatal raised");
+        assert!(why.contains("store failed"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_writer_thread_raises_fatal_and_appends_fail_closed() {
+        let store = Arc::new(PanickyStore::default());
+        let fatal = Fatal::default();
+        let w = writer(store.clone(), &fatal).await;
         assert_eq!(w.append(vec![hop(1)]).await.unwrap(), vec![0]);
         assert_eq!(fatal.get(), None);
 

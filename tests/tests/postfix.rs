@@ -823,7 +823,7 @@ fn postfix_ring() {
             let _ = perf(load, port, 20, 2); // warm up every path
         }
     }
-    // RINGLOG_PERF_ROUNDS=N repeats the comparison N times (alternating) and prints medians.
+    // RINGLOG_PERF_ROUNDS=N repeats the comparison N times and prints medians.
     let rounds: usize =
         std::env::var("RINGLOG_PERF_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let (appended0, batches0) = (
@@ -838,16 +838,27 @@ fn postfix_ring() {
         v[v.len() / 2]
     };
     // Three smtpd services on A, each run in turn: no milter, the baseline milter (the same
-    // protocol steps and one added header field, no work), and the ringlog milter.
+    // protocol steps and one added header field, no work), and the ringlog milter. The order
+    // turns by one each round, so that none always runs after the same one (the replicas'
+    // work after a ringlog run, say).
     for load in [Load::Tiny, Load::Real] {
         let (mut rates, mut seq) = (Vec::new(), Vec::new());
         for round in 0..rounds.max(1) {
-            let (r_plain, l_plain) = perf(load, PLAIN_PORT, 200, clients.max(1));
-            let (r_base, l_base) = perf(load, BASELINE_PORT, 200, clients.max(1));
-            let (r_milter, l_milter) = perf(load, SMTP_PORT, 200, clients.max(1));
-            let (_, s_plain) = perf(load, PLAIN_PORT, 40, 1);
-            let (_, s_base) = perf(load, BASELINE_PORT, 40, 1);
-            let (_, s_milter) = perf(load, SMTP_PORT, 40, 1);
+            let mut ports = [PLAIN_PORT, BASELINE_PORT, SMTP_PORT];
+            ports.rotate_left(round % 3);
+            // port -> (rate, mean latency) under load, then its sequential latency
+            let mut load_runs = std::collections::BTreeMap::new();
+            for port in ports {
+                load_runs.insert(port, perf(load, port, 200, clients.max(1)));
+            }
+            let mut seq_runs = std::collections::BTreeMap::new();
+            for port in ports {
+                seq_runs.insert(port, perf(load, port, 40, 1).1);
+            }
+            let ((r_plain, l_plain), (r_base, l_base), (r_milter, l_milter)) =
+                (load_runs[&PLAIN_PORT], load_runs[&BASELINE_PORT], load_runs[&SMTP_PORT]);
+            let (s_plain, s_base, s_milter) =
+                (seq_runs[&PLAIN_PORT], seq_runs[&BASELINE_PORT], seq_runs[&SMTP_PORT]);
             eprintln!(
                 "perf {load:?} round {round}: without milter {r_plain:.0} msg/s (mean {l_plain:?}), baseline milter {r_base:.0} msg/s (mean {l_base:?}, ratio {:.0}%), ringlog milter {r_milter:.0} msg/s (mean {l_milter:?}), ratio {:.0}%; sequential latency {s_plain:?} -> baseline {s_base:?}, ringlog {s_milter:?} (+{:?})",
                 r_base / r_plain * 100.0,
@@ -875,6 +886,15 @@ fn postfix_ring() {
     wait_until(Duration::from_secs(30), "the real perf mail delivered at A", || {
         pa.delivered().len() >= real_sent.get()
     });
+    // The baseline milter really took part: with `milter_default_action = accept`, one that
+    // failed would have measured as no milter at all.
+    let tag = b"X-Baseline-Milter: ";
+    let by_baseline = pa
+        .delivered()
+        .iter()
+        .filter(|f| std::fs::read(f).is_ok_and(|m| m.windows(tag.len()).any(|w| w == tag)))
+        .count();
+    assert!(by_baseline > 0, "no message delivered at A carries the baseline milter's header");
     let appended = ringlog_e2e::metric(&a, "ringlog_appended_total").unwrap_or(0) - appended0;
     let batches = ringlog_e2e::metric(&a, "ringlog_append_batches_total").unwrap_or(0) - batches0;
     eprintln!(

@@ -409,7 +409,9 @@ impl SledStore {
                 let run = std::panic::AssertUnwindSafe(|| merges.run(&index, &db));
                 if std::panic::catch_unwind(run).is_err() {
                     // A bug: say so, and let the next change of the runs start a new thread
-                    // (the runs on disk are unchanged until a merge's rename).
+                    // (the runs on disk are unchanged until a merge's rename). If it held the
+                    // index lock, that lock is poisoned: every write then fails with
+                    // `Error::Failed`, on which the node stops for a restart (supervise.rs).
                     tracing::error!(
                         "the index merge thread panicked; merges resume at the next append"
                     );
