@@ -381,13 +381,35 @@ async fn handle(shared: &Arc<Shared>, p: Polled) {
         st.reopened.fetch_add(1, Ordering::Relaxed);
         tracing::info!("the Postfix delivery log was rotated or truncated; following the new one");
     }
+    let mut sent = Vec::new();
     for line in p.lines {
         let Some(d) = parse_line(&line) else { continue };
         st.deliveries.fetch_add(1, Ordering::Relaxed);
-        if d.status != "sent" {
-            continue;
+        if d.status == "sent" {
+            sent.push(d);
         }
-        check(shared, d).await;
+    }
+    if sent.is_empty() {
+        return;
+    }
+    // One hand-over to the blocking pool for the whole poll's lookups, not one per delivery.
+    let sh = shared.clone();
+    let looked_up = tokio::task::spawn_blocking(move || {
+        sent.into_iter()
+            .map(|d| {
+                let r = recorded(&sh, &d.queue_id);
+                (d, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match looked_up {
+        Ok(all) => {
+            for (d, found) in all {
+                check(shared, d, found);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "postfix log: lookup task failed"),
     }
 }
 
@@ -419,18 +441,13 @@ fn relay_text(r: &Relay) -> String {
     }
 }
 
-async fn check(shared: &Arc<Shared>, d: Delivery) {
+/// Checks one delivery against what the own log recorded for its queue id.
+fn check(shared: &Shared, d: Delivery, found: Result<Vec<(u64, NextHop)>, String>) {
     let st = &shared.postfix_log;
-    let sh = shared.clone();
-    let qid = d.queue_id.clone();
-    let found = match tokio::task::spawn_blocking(move || recorded(&sh, &qid)).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            tracing::warn!(queue_id = %d.queue_id, error = %e, "postfix log: looking up records failed");
-            return;
-        }
+    let found = match found {
+        Ok(f) => f,
         Err(e) => {
-            tracing::warn!(queue_id = %d.queue_id, error = %e, "postfix log: lookup task failed");
+            tracing::warn!(queue_id = %d.queue_id, error = %e, "postfix log: looking up records failed");
             return;
         }
     };
