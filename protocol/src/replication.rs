@@ -924,9 +924,12 @@ impl<P: Clone + Ord + std::fmt::Debug> Replica<P> {
         if log == self.own {
             return Verdict::Ignore;
         }
+        // A log we do not follow: not proof of anything. Members learn roster changes at
+        // different moments, so an honest peer may be ahead of us (a member just admitted or
+        // reinstated); penalising it would cut us off from the very entries that would bring us
+        // level. Dropped, and not forwarded.
         let Some(l) = self.logs.get(&log) else {
-            self.reject(from, format!("entries of log {log}, not a member's"), out);
-            return Verdict::Reject;
+            return Verdict::Ignore;
         };
         if l.frozen || first > l.size {
             // Out of order (or a frozen log): the pull fills the gap.
@@ -974,8 +977,10 @@ impl<P: Clone + Ord + std::fmt::Debug> Replica<P> {
         note: &str,
         out: &mut Vec<Action<P>>,
     ) -> Result<Option<u64>, String> {
+        // A log we do not follow (yet, or any more): ignored, not held against the sender (see
+        // `on_gossip_entries`).
         let Some(l) = self.logs.get(log) else {
-            return Err(format!("checkpoint of log {log}, not a member's"));
+            return Ok(None);
         };
         let cp = SignedCheckpoint::parse(note).map_err(|e| format!("bad checkpoint: {e}"))?;
         let c = cp.checkpoint().clone();
