@@ -237,9 +237,12 @@ impl Witness {
                 first.checkpoint.checkpoint().origin.clone()
             }
         };
-        let (member, log) = self
-            .origin_owner(&origin)
-            .ok_or_else(|| format!("origin {origin:?} is no member's"))?;
+        // An origin we do not know may be a member the sender has seen admitted before us:
+        // dropped, not held against the sender (as gossip of a log we do not follow).
+        let Some((member, log)) = self.origin_owner(&origin) else {
+            tracing::debug!(origin = %origin, "equivocation proof about no member we know; ignored");
+            return Ok(None);
+        };
         proof.verify(&log, &origin).map_err(|e| format!("equivocation proof: {e}"))?;
         if self.equivocators.contains(&log) {
             return Ok(None);
