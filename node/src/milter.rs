@@ -708,9 +708,12 @@ impl Session {
                 )
             }
         };
-        resp.push(AddHeader::new(b"X-Ringlog", value.as_bytes()));
+        // With leading spaces negotiated the MTA writes the value right after the colon, so the
+        // space a reader expects there is ours to send.
+        let sp = if self.leadspc { " " } else { "" };
+        resp.push(AddHeader::new(b"X-Ringlog", format!("{sp}{value}").as_bytes()));
         if let Some(s) = score(trust) {
-            let v = format!("{}.{:03} ({})", s / 1000, s % 1000, trust_word(trust));
+            let v = format!("{sp}{}.{:03} ({})", s / 1000, s % 1000, trust_word(trust));
             resp.push(AddHeader::new(b"X-Ringlog-Spam-Score", v.as_bytes()));
         }
         let (queue_id, auth) = (String::new(), None);

@@ -88,7 +88,8 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
             }
             b'E' => {
                 // About as long as the X-Ringlog value for a customer's message.
-                let value = "isp-a.example; index=123456; mfp1=0000000000000000000000000000000000000000000000000000000000000000; trust=trusted; prev=customer";
+                // (A leading space: with SMFIP_HDR_LEADSPC Postfix adds none after the colon.)
+                let value = " isp-a.example; index=123456; mfp1=0000000000000000000000000000000000000000000000000000000000000000; trust=trusted; prev=customer";
                 let mut d = b"X-Baseline-Milter\0".to_vec();
                 d.extend_from_slice(value.as_bytes());
                 d.push(0);

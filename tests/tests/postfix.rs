@@ -589,7 +589,7 @@ fn postfix_ring() {
             "delivered copy {} has a fingerprint no sent message has",
             file.display()
         );
-        let tags: Vec<&str> = text.lines().filter(|l| l.starts_with("X-Ringlog:")).collect();
+        let tags: Vec<&str> = text.lines().filter(|l| l.starts_with("X-Ringlog: ")).collect();
         assert_eq!(tags.len(), 3, "one X-Ringlog per hop in {text}");
         for t in &tags {
             assert!(t.contains(&mfp1) && t.contains("trust=trusted"), "{t}");
@@ -888,7 +888,7 @@ fn postfix_ring() {
     });
     // The baseline milter really took part: with `milter_default_action = accept`, one that
     // failed would have measured as no milter at all.
-    let tag = b"X-Baseline-Milter: ";
+    let tag = b"\nX-Baseline-Milter: isp-a.example;";
     let by_baseline = pa
         .delivered()
         .iter()
