@@ -3,12 +3,8 @@
 //! baselines (raw Ed25519 signatures on one core, raw sled inserts with the same flush policy).
 
 use crate::client::{Client, Endpoint};
-use crate::config::Config;
-use crate::identity::Identity;
 use crate::node::start;
 use anyhow::Context as _;
-use ringlog_protocol::genesis::{Genesis, GENESIS_VERSION};
-use ringlog_protocol::record::MemberInfo;
 use ringlog_protocol::{sha256, SecretKey};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -101,27 +97,7 @@ pub async fn append(
     };
 
     let dir = base.join("node");
-    let mut cfg = Config { name: "bench.example".into(), ..Config::default() };
-    cfg.api.http = "127.0.0.1:0".into();
-    cfg.p2p.enabled = false;
-    cfg.rebase(&dir);
-    let id = Identity::create(&cfg.keys_dir)?;
-    let g = Genesis {
-        version: GENESIS_VERSION,
-        ring: "bench".into(),
-        members: vec![MemberInfo {
-            name: cfg.name.clone(),
-            log_key: id.log_key.public(),
-            node_key: id.node_key.public(),
-            addrs: vec![],
-            mail_hosts: vec![],
-            domains: vec![],
-            abuse: "abuse@bench.example".into(),
-        }],
-        backbone_quorum: 1,
-        witness_k: 0,
-    };
-    std::fs::write(&cfg.genesis, g.to_json())?;
+    let cfg = crate::node::solo_ring(&dir, "bench.example")?;
     let node = start(cfg.clone()).await.context("starting the node")?;
     let client = Client::new(Endpoint::Unix(cfg.api.socket.clone()));
 

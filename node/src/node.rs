@@ -330,43 +330,52 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     Ok(Running { shared, tasks })
 }
 
+/// The configuration of node `name` in `dir`, without networking and with its HTTP API on a
+/// free port (for `ringlog bench` and tests).
+pub(crate) fn solo_config(dir: &std::path::Path, name: &str) -> Config {
+    let mut cfg = Config { name: name.into(), ..Config::default() };
+    cfg.api.http = "127.0.0.1:0".into();
+    cfg.p2p.enabled = false;
+    cfg.rebase(dir);
+    cfg
+}
+
+/// Creates the keys of [`solo_config`]'s node and a genesis in which it is the only member.
+pub(crate) fn solo_ring(dir: &std::path::Path, name: &str) -> anyhow::Result<Config> {
+    let cfg = solo_config(dir, name);
+    let id = Identity::create(&cfg.keys_dir)?;
+    let ring = name.split('.').next().unwrap_or(name).to_string();
+    let g = Genesis {
+        version: ringlog_protocol::genesis::GENESIS_VERSION,
+        ring,
+        members: vec![ringlog_protocol::record::MemberInfo {
+            name: cfg.name.clone(),
+            log_key: id.log_key.public(),
+            node_key: id.node_key.public(),
+            addrs: vec![],
+            mail_hosts: vec![],
+            domains: vec![],
+            abuse: format!("abuse@{name}"),
+        }],
+        backbone_quorum: 1,
+        witness_k: 0,
+    };
+    std::fs::write(&cfg.genesis, g.to_json())?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
     use super::*;
-    use ringlog_protocol::genesis::GENESIS_VERSION;
-    use ringlog_protocol::record::MemberInfo;
 
-    /// The configuration of a one-member ring's node in `dir`, without networking.
     fn config(dir: &std::path::Path) -> Config {
-        let mut cfg = Config { name: "solo.example".into(), ..Config::default() };
-        cfg.api.http = "127.0.0.1:0".into();
-        cfg.p2p.enabled = false;
-        cfg.rebase(dir);
-        cfg
+        solo_config(dir, "solo.example")
     }
 
     /// A new one-member ring and its node in `dir`.
     async fn single(dir: &std::path::Path) -> Running {
-        let cfg = config(dir);
-        let id = Identity::create(&cfg.keys_dir).unwrap();
-        let g = Genesis {
-            version: GENESIS_VERSION,
-            ring: "solo".into(),
-            members: vec![MemberInfo {
-                name: cfg.name.clone(),
-                log_key: id.log_key.public(),
-                node_key: id.node_key.public(),
-                addrs: vec![],
-                mail_hosts: vec![],
-                domains: vec![],
-                abuse: "abuse@solo.example".into(),
-            }],
-            backbone_quorum: 1,
-            witness_k: 0,
-        };
-        std::fs::write(&cfg.genesis, g.to_json()).unwrap();
-        start(cfg).await.unwrap()
+        start(solo_ring(dir, "solo.example").unwrap()).await.unwrap()
     }
 
     #[tokio::test]
