@@ -140,6 +140,21 @@ async fn ring_of_three(base: u8, max: [usize; 3]) -> (Node, Node, Node) {
     (a, b, c)
 }
 
+/// Publishes distinct messages of `len` bytes (filled with `fill`, `fill + 1`, ...) from `from`
+/// until `to` gets one; false after ten tries. A receiver can see `from`'s earlier gossip by way
+/// of a third node before `from` knows it subscribed; on a loaded machine that knowledge comes
+/// late, and a single publish would then never reach it directly.
+async fn published_until_seen(from: &Node, to: &mut Node, fill: u8, len: usize) -> bool {
+    for attempt in 0..10u8 {
+        from.h.publish(TOPIC, vec![fill.wrapping_add(attempt); len]).await.unwrap();
+        let got = |s: &Seen| matches!(s, Seen::Gossip { data, .. } if data.len() == len);
+        if saw(to, Duration::from_secs(1), got).await {
+            return true;
+        }
+    }
+    false
+}
+
 /// Publishes distinct messages from `from` until every receiver got one (subscriptions take a
 /// moment to propagate after connecting).
 async fn gossip_reaches(from: &Node, receivers: &mut [&mut Node]) {
@@ -254,15 +269,7 @@ async fn gossip_just_over_the_limit_is_rejected() {
         }
         // One byte over b's limit: within gossipsub's frame limit (payload + envelope), so it is
         // this layer that rejects it. c, with the larger limit, gets it.
-        a.h.publish(TOPIC, vec![2; SMALL + 1]).await.unwrap();
-        assert!(
-            saw(
-                &mut c,
-                WAIT,
-                |s| matches!(s, Seen::Gossip { data, .. } if data.len() == SMALL + 1)
-            )
-            .await
-        );
+        assert!(published_until_seen(&a, &mut c, 2, SMALL + 1).await, "c never got it");
         assert!(eventually(|| b.h.stats().rejected_gossip >= 1).await);
         // The link is unharmed.
         gossip_reaches(&a, &mut [&mut b]).await;
@@ -282,15 +289,7 @@ async fn gossip_far_over_the_limit_is_not_delivered() {
         gossip_reaches(&a, &mut [&mut b, &mut c]).await;
         // Over gossipsub's frame limit at b: the frame is refused before decoding (and b drops
         // the stream it came on; see the module notes on the ring-wide limit).
-        a.h.publish(TOPIC, vec![3; 40 * 1024]).await.unwrap();
-        assert!(
-            saw(
-                &mut c,
-                WAIT,
-                |s| matches!(s, Seen::Gossip { data, .. } if data.len() == 40 * 1024)
-            )
-            .await
-        );
+        assert!(published_until_seen(&a, &mut c, 3, 40 * 1024).await, "c never got it");
         let big = |s: &Seen| matches!(s, Seen::Gossip { data, .. } if data.len() > SMALL);
         assert!(!saw(&mut b, Duration::from_millis(1000), big).await);
         assert!(b.max_gossip.load(Ordering::Relaxed) <= SMALL);
