@@ -6,7 +6,7 @@ use crate::api::{self, Listener};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::store::{SledStore, Store};
-use crate::supervise::Fatal;
+use crate::supervise::{self, Fatal};
 use crate::writer::{Writer, WriterConfig};
 use anyhow::Context as _;
 use ringlog_protocol::genesis::Genesis;
@@ -233,42 +233,35 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         fatal,
     });
     let mut tasks = Vec::new();
-    let watch = |name: &str, h: tokio::task::JoinHandle<()>| {
-        crate::supervise::task(name, shared.fatal.clone(), h)
-    };
+    let watch = |name: &str, h| supervise::task(name, shared.fatal.clone(), h);
     // The own log's governance entries reach the roster as soon as they are durable.
     {
         let sh = shared.clone();
         let log = shared.writer.log;
-        tasks.push(watch(
-            "roster",
-            tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
-                loop {
-                    match own_events.recv().await {
-                        Ok(crate::writer::LogEvent::Appended(_, entries)) => {
-                            sh.on_appended(&log, &entries)
-                        }
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => {
-                            tracing::warn!(
-                                "roster missed own-log events; refolding from the store"
-                            );
-                            let st = sh.store.clone();
-                            let g = sh.genesis.clone();
-                            if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || {
-                                crate::governance::LiveRoster::load(&g, &*st)
-                            })
-                            .await
-                            {
-                                sh.roster.replace_with(r);
-                            }
-                        }
-                        Err(RecvError::Closed) => break,
+        tasks.push(supervise::spawn("roster", shared.fatal.clone(), async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match own_events.recv().await {
+                    Ok(crate::writer::LogEvent::Appended(_, entries)) => {
+                        sh.on_appended(&log, &entries)
                     }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        tracing::warn!("roster missed own-log events; refolding from the store");
+                        let st = sh.store.clone();
+                        let g = sh.genesis.clone();
+                        if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || {
+                            crate::governance::LiveRoster::load(&g, &*st)
+                        })
+                        .await
+                        {
+                            sh.roster.replace_with(r);
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
                 }
-            }),
-        ));
+            }
+        }));
     }
 
     let tcp = tokio::net::TcpListener::bind(&shared.cfg.api.http)
@@ -276,14 +269,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding HTTP API on {}", shared.cfg.api.http))?;
     tracing::info!(addr = %tcp.local_addr()?, "HTTP API listening");
     let app = api::router(shared.clone(), Listener::Tcp);
-    tasks.push(watch(
-        "HTTP API",
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app).await {
-                tracing::error!(error = %e, "HTTP API stopped");
-            }
-        }),
-    ));
+    tasks.push(supervise::spawn("HTTP API", shared.fatal.clone(), async move {
+        if let Err(e) = axum::serve(tcp, app).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    }));
 
     let sock_path = shared.cfg.api.socket.clone();
     let _ = std::fs::remove_file(&sock_path);
@@ -295,14 +285,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     tracing::info!(path = %sock_path.display(), "append socket listening");
     let app = api::router(shared.clone(), Listener::Socket);
-    tasks.push(watch(
-        "append socket",
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(sock, app).await {
-                tracing::error!(error = %e, "append socket stopped");
-            }
-        }),
-    ));
+    tasks.push(supervise::spawn("append socket", shared.fatal.clone(), async move {
+        if let Err(e) = axum::serve(sock, app).await {
+            tracing::error!(error = %e, "append socket stopped");
+        }
+    }));
 
     // --- replication (owned by the replication work; see replicator.rs) ---
     if shared.cfg.p2p.enabled {
@@ -369,10 +356,6 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
     use super::*;
 
-    fn config(dir: &std::path::Path) -> Config {
-        solo_config(dir, "solo.example")
-    }
-
     /// A new one-member ring and its node in `dir`.
     async fn single(dir: &std::path::Path) -> Running {
         start(solo_ring(dir, "solo.example").unwrap()).await.unwrap()
@@ -396,7 +379,7 @@ mod tests {
         assert!(!socket.exists(), "the node stopped serving");
 
         // The store was closed: the node starts again from it, and stops cleanly on a signal.
-        let node = start(config(tmp.path())).await.unwrap();
+        let node = start(solo_config(tmp.path(), "solo.example")).await.unwrap();
         assert_eq!(node.shared.fatal.get(), None);
         serve_until(node, async {}).await.expect("an orderly stop is not an error");
     }
