@@ -468,10 +468,7 @@ impl Core {
         let n = entries.len();
         if let Err(e) = store.append(&log, &entries) {
             tracing::error!(log = %self.shared.name_of(&log), error = %e, entries = n, "replicated append failed; reloading the log state");
-            if matches!(e, crate::store::Error::Failed) {
-                // The store takes no more writes until it is reopened: a restart does that.
-                self.shared.fatal.raise(format!("the store failed: {e}"));
-            }
+            self.shared.fatal.on_store_error(&e);
             match load_state(store, &log) {
                 Ok(st) => self.replica.load(&log, st),
                 Err(e) => tracing::error!(error = %e, "cannot reload the log state"),

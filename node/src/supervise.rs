@@ -43,6 +43,14 @@ impl Fatal {
         self.inner.raised.notify_waiters();
     }
 
+    /// Raises if `e` says the store takes no more writes until it is reopened: a restart does
+    /// that, so the node stops rather than refuse every write.
+    pub fn on_store_error(&self, e: &crate::store::Error) {
+        if matches!(e, crate::store::Error::Failed) {
+            self.raise(format!("the store failed: {e}"));
+        }
+    }
+
     /// The node stops on purpose: from now on, parts that end raise nothing.
     pub fn stand_down(&self) {
         self.inner.standing_down.store(true, Ordering::Release);
@@ -69,7 +77,7 @@ impl Fatal {
 }
 
 /// The text of a panic payload.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

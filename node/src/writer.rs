@@ -299,10 +299,7 @@ impl State {
         let result = sign_all(entries, &self.key).and_then(|signed| {
             let encoded: Vec<Vec<u8>> = signed.iter().map(SignedEntry::encode).collect();
             self.store.append(&self.log, &signed).map_err(|e| {
-                if matches!(e, crate::store::Error::Failed) {
-                    // The store takes no more writes until it is reopened: a restart does that.
-                    self.fatal.raise(format!("the store failed: {e}"));
-                }
+                self.fatal.on_store_error(&e);
                 AppendError::Store(e.to_string())
             })?;
             Ok(encoded)

@@ -346,7 +346,7 @@ impl LogFiles {
         self.open_levels_for(size)?;
         self.offsets.write_all_at(&ends, synced * 8).map_err(|e| io_err("rewriting offsets", e))?;
         self.write_nodes(&nodes)?;
-        // Cut what was written but never committed.
+        // Cut everything from the first frame not kept.
         self.entries.set_len(at).map_err(|e| io_err("truncating entries", e))?;
         self.offsets.set_len(size * 8).map_err(|e| io_err("truncating offsets", e))?;
         {

@@ -407,12 +407,13 @@ impl SledStore {
             let (index, db, merges) = (self.index.clone(), self.db.clone(), m.clone());
             let spawned = std::thread::Builder::new().name("index-merge".into()).spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| merges.run(&index, &db));
-                if std::panic::catch_unwind(run).is_err() {
+                if let Err(p) = std::panic::catch_unwind(run) {
                     // A bug: say so, and let the next change of the runs start a new thread
                     // (the runs on disk are unchanged until a merge's rename). If it held the
                     // index lock, that lock is poisoned: every write then fails with
                     // `Error::Failed`, on which the node stops for a restart (supervise.rs).
                     tracing::error!(
+                        panic = %crate::supervise::panic_text(&*p),
                         "the index merge thread panicked; merges resume at the next append"
                     );
                     if let Ok(mut st) = merges.state.lock() {
