@@ -21,7 +21,7 @@ use crate::store::IndexKey;
 use ringlog_protocol::record::NextHop;
 use ringlog_protocol::roster::{normalize_domain, Roster};
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -394,10 +394,15 @@ async fn handle(shared: &Arc<Shared>, p: Polled) {
     }
     // One hand-over to the blocking pool for the whole poll's lookups, not one per delivery.
     let sh = shared.clone();
+    // A message with several recipients has a line each: one lookup per queue id.
+    let n = sent.len();
     let looked_up = tokio::task::spawn_blocking(move || {
+        let mut seen: HashMap<String, Result<Vec<(u64, NextHop)>, String>> = HashMap::new();
         sent.into_iter()
             .map(|d| {
-                let r = recorded(&sh, &d.queue_id);
+                let r =
+                    seen.entry(d.queue_id.clone()).or_insert_with(|| recorded(&sh, &d.queue_id));
+                let r = r.clone();
                 (d, r)
             })
             .collect::<Vec<_>>()
@@ -409,7 +414,9 @@ async fn handle(shared: &Arc<Shared>, p: Polled) {
                 check(shared, d, found);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "postfix log: lookup task failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, deliveries = n, "postfix log: lookup task failed; these deliveries are not checked")
+        }
     }
 }
 
