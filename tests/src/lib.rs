@@ -117,10 +117,12 @@ impl Node {
         let Some(pid) = self.child.as_ref().map(Child::id) else { return 0 };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name (which may hold spaces) are space-separated; utime
-        // and stime are the 14th and 15th fields of the line.
+        // and stime are the 14th and 15th fields of the line, so the 12th and 13th after the
+        // name (counted by position: some fields, such as tpgid, may be -1).
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let at = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        at(11) + at(12)
     }
 
     /// The config file.

@@ -349,7 +349,8 @@ fn dot_stuff(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// (busy, total) CPU time of the whole machine in clock ticks, from /proc/stat.
+/// (busy, total) CPU time of the whole machine in clock ticks, from /proc/stat: the first eight
+/// columns (user to steal; guest time is already counted in user and nice).
 fn cpu_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = stat
@@ -358,6 +359,7 @@ fn cpu_jiffies() -> (u64, u64) {
         .unwrap_or_default()
         .split_whitespace()
         .skip(1)
+        .take(8)
         .filter_map(|x| x.parse().ok())
         .collect();
     let total: u64 = v.iter().sum();
@@ -365,19 +367,10 @@ fn cpu_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// A log line without terminal colour codes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut esc = false;
-    for ch in line.chars() {
-        match (esc, ch) {
-            (false, '\x1b') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
+/// The value of the field `name=` in a plain log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split_whitespace().next()
 }
 
 fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -902,23 +895,17 @@ fn postfix_ring() {
         appended as f64 / batches.max(1) as f64
     );
     // Time the milter spent at end of message (fingerprint + durable append), from A's log.
-    let mut eom: Vec<u64> = a
+    let (mut eom, mut fp): (Vec<u64>, Vec<u64>) = a
         .log()
         .lines()
         .filter(|l| l.contains("milter recorded message"))
-        .map(strip_ansi)
-        .filter_map(|l| l.split("micros=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect();
-    eom.sort_unstable();
-    let mut fp: Vec<u64> = a
-        .log()
-        .lines()
-        .filter(|l| l.contains("milter recorded message"))
-        .map(strip_ansi)
         .filter_map(|l| {
-            l.split("fingerprint_micros=").nth(1)?.split_whitespace().next()?.parse().ok()
+            let eom: u64 = field(l, "micros")?.parse().ok()?;
+            let fp: u64 = field(l, "fingerprint_micros")?.parse().ok()?;
+            Some((eom, fp))
         })
-        .collect();
+        .unzip();
+    eom.sort_unstable();
     fp.sort_unstable();
     if !eom.is_empty() && !fp.is_empty() {
         eprintln!(
