@@ -322,72 +322,78 @@ fn range(
 
 /// Gossips the own log's new entries and checkpoints.
 async fn publish(shared: Arc<Shared>, net: NetHandle, entries_topic: String, cp_topic: String) {
+    use tokio::sync::broadcast::error::RecvError;
     let mut rx = shared.writer.subscribe();
     let log = shared.writer.log;
     let mut published = 0u64;
     loop {
-        let ev = match rx.recv().await {
-            Ok(ev) => ev,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+        let mut next = match rx.recv().await {
+            Ok(ev) => Some(ev),
+            Err(RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "publisher lagged; peers will pull the rest");
                 continue;
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            Err(RecvError::Closed) => break,
         };
-        let mut next = Some(ev);
         while let Some(ev) = next.take() {
             match ev {
                 LogEvent::Appended(first, entries) => {
-                    // Entries committed one by one (a message each from the milter) go out
-                    // together: wait a little for the next commits, so that peers receive,
-                    // check and store several entries per gossip message.
-                    let mut all: Vec<Vec<u8>> = entries.to_vec();
-                    let until = tokio::time::Instant::now() + PUBLISH_LINGER;
-                    while all.len() < PUBLISH_LINGER_MAX {
-                        match tokio::time::timeout_at(until, rx.recv()).await {
-                            Ok(Ok(LogEvent::Appended(f, more)))
-                                if f == first + all.len() as u64 =>
-                            {
-                                all.extend(more.iter().cloned());
-                            }
-                            // Not contiguous (the publisher lagged) or a checkpoint: send what
-                            // is gathered, then handle it.
-                            Ok(Ok(other)) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                                tracing::debug!(
-                                    missed = n,
-                                    "publisher lagged; peers will pull the rest"
-                                );
-                                break;
-                            }
-                            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
-                                break
-                            }
-                        }
-                    }
+                    let (all, after) = gather(&mut rx, first, &entries).await;
+                    next = after;
                     for g in Gossip::chunks(log, first, &all) {
-                        match net.publish(&entries_topic, g.encode()).await {
-                            Ok(()) => published += 1,
-                            Err(net::NetError::NoPeers) => {}
-                            Err(e) => tracing::debug!(error = %e, "entries not published"),
-                        }
+                        published +=
+                            u64::from(send(&net, &entries_topic, g.encode(), "entries").await);
                     }
                 }
                 LogEvent::Checkpoint(cp) => {
                     let g = Gossip::Checkpoint { log, note: cp.to_text() };
-                    match net.publish(&cp_topic, g.encode()).await {
-                        Ok(()) => published += 1,
-                        Err(net::NetError::NoPeers) => {}
-                        Err(e) => tracing::debug!(error = %e, "checkpoint not published"),
-                    }
+                    published += u64::from(send(&net, &cp_topic, g.encode(), "checkpoint").await);
                 }
             }
         }
         set_gauge(&shared, "ringlog_gossip_published_total", published);
     }
+}
+
+/// Publishes one gossip message; whether it went out (no peers is not an error).
+async fn send(net: &NetHandle, topic: &str, data: Vec<u8>, what: &str) -> bool {
+    match net.publish(topic, data).await {
+        Ok(()) => true,
+        Err(net::NetError::NoPeers) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "{what} not published");
+            false
+        }
+    }
+}
+
+/// Entries committed one by one (a message each from the milter) go out together: waits up to
+/// [`PUBLISH_LINGER`] for the next contiguous commits after `entries` (from index `first`), so
+/// that peers receive, check and store several entries per gossip message. Returns the entries
+/// gathered and the event that ended the wait, if it is one to handle next (a checkpoint, or
+/// entries that do not follow on because the publisher lagged).
+async fn gather(
+    rx: &mut tokio::sync::broadcast::Receiver<LogEvent>,
+    first: u64,
+    entries: &[Vec<u8>],
+) -> (Vec<Vec<u8>>, Option<LogEvent>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut all: Vec<Vec<u8>> = entries.to_vec();
+    let until = tokio::time::Instant::now() + PUBLISH_LINGER;
+    while all.len() < PUBLISH_LINGER_MAX {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Ok(LogEvent::Appended(f, more))) if f == first + all.len() as u64 => {
+                all.extend(more.iter().cloned());
+            }
+            Ok(Ok(other)) => return (all, Some(other)),
+            Ok(Err(RecvError::Lagged(n))) => {
+                tracing::debug!(missed = n, "publisher lagged; peers will pull the rest");
+                break;
+            }
+            Ok(Err(RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    (all, None)
 }
 
 fn set_gauge(shared: &Shared, name: &str, v: u64) {
